@@ -1,0 +1,130 @@
+// Control messages: msgpack maps on the session's first bidirectional stream, each framed
+// with its length (see framing.ts). Every decoded message is checked before use.
+import { Packr } from "msgpackr";
+import type { Role } from "../types.ts";
+import type { CloseReason } from "./codes.ts";
+import { CloseCode } from "./codes.ts";
+
+export const PROTOCOL_VERSION = 1;
+/** Largest control message accepted, bytes. */
+export const MAX_CONTROL_BYTES = 64 * 1024;
+
+export interface Member {
+  terminalId: string;
+  role: Role;
+  /** Small number the node assigns per group; stamped into forwarded media headers. */
+  slot: number;
+}
+
+// Terminal → node
+export interface JoinMessage { t: "join"; v: number; token: string; sdk?: string }
+export interface PingMessage { t: "ping"; n: number; ts?: number }
+export interface KeyframeRequestMessage { t: "keyframe-request"; track: number; slot?: number }
+export interface SignalMessage { t: "signal"; kind: string; body?: unknown; to?: number; from?: number }
+export interface StatsMessage { t: "stats"; report: Record<string, number | string> }
+export interface ByeMessage { t: "bye" }
+
+// Node → terminal
+export interface WelcomeMessage {
+  t: "welcome";
+  v: number;
+  sessionId: string;
+  consultationId: string;
+  groupId: string;
+  self: Member;
+  members: Member[];
+  maxDatagramSize: number;
+  /** The terminal pings at least this often; the node drops it after 5 missed intervals. */
+  pingIntervalMs: number;
+}
+export interface ConnectedMessage { t: "connected"; members: Member[] }
+export interface PeerJoinedMessage { t: "peer-joined"; member: Member }
+export interface PeerLeftMessage { t: "peer-left"; member: Member; reason: string }
+export interface PongMessage { t: "pong"; n: number; ts?: number }
+export interface PeerStatsMessage { t: "peer-stats"; from: number; report: Record<string, number | string> }
+export interface EndedMessage { t: "ended"; reason: CloseReason }
+export interface ErrorMessage { t: "error"; code: CloseReason; message: string }
+
+export type TerminalMessage =
+  | JoinMessage | PingMessage | KeyframeRequestMessage | SignalMessage | StatsMessage | ByeMessage;
+export type NodeMessage =
+  | WelcomeMessage | ConnectedMessage | PeerJoinedMessage | PeerLeftMessage | PongMessage
+  | KeyframeRequestMessage | SignalMessage | PeerStatsMessage | EndedMessage | ErrorMessage;
+export type ControlMessage = TerminalMessage | NodeMessage;
+
+export class ProtocolError extends Error {
+  override name = "ProtocolError";
+}
+
+const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
+
+export function encodeControl(msg: ControlMessage): Uint8Array {
+  return packr.pack(msg);
+}
+
+type Check = (m: Record<string, unknown>) => boolean;
+const str = (v: unknown, max = 8192) => typeof v === "string" && v.length > 0 && v.length <= max;
+const uint = (v: unknown, max = 0xffffffff) => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= max;
+const opt = (v: unknown, f: (v: unknown) => boolean) => v === undefined || f(v);
+const num = (v: unknown) => typeof v === "number" && Number.isFinite(v);
+const isMember = (v: unknown) => {
+  if (!v || typeof v !== "object") return false;
+  const m = v as Record<string, unknown>;
+  return str(m.terminalId, 128) && (m.role === "requester" || m.role === "consultant") && uint(m.slot, 255);
+};
+const isReport = (v: unknown) =>
+  !!v && typeof v === "object" && !Array.isArray(v) &&
+  Object.entries(v as object).length <= 64 &&
+  Object.values(v as object).every((x) => num(x) || (typeof x === "string" && x.length <= 256));
+const isReason = (v: unknown) => typeof v === "string" && v in CloseCode;
+
+const TERMINAL_CHECKS: Record<TerminalMessage["t"], Check> = {
+  join: (m) => uint(m.v, 255) && str(m.token, 8192) && opt(m.sdk, (s) => str(s, 128)),
+  ping: (m) => uint(m.n) && opt(m.ts, num),
+  "keyframe-request": (m) => uint(m.track, 255) && opt(m.slot, (s) => uint(s, 255)),
+  signal: (m) => str(m.kind, 64) && opt(m.to, (s) => uint(s, 255)),
+  stats: (m) => isReport(m.report),
+  bye: () => true,
+};
+
+const NODE_CHECKS: Record<NodeMessage["t"], Check> = {
+  welcome: (m) =>
+    uint(m.v, 255) && str(m.sessionId, 128) && str(m.consultationId, 128) && str(m.groupId, 128) &&
+    isMember(m.self) && Array.isArray(m.members) && m.members.every(isMember) &&
+    uint(m.maxDatagramSize, 65535) && uint(m.pingIntervalMs),
+  connected: (m) => Array.isArray(m.members) && m.members.every(isMember),
+  "peer-joined": (m) => isMember(m.member),
+  "peer-left": (m) => isMember(m.member) && typeof m.reason === "string",
+  pong: (m) => uint(m.n) && opt(m.ts, num),
+  "keyframe-request": (m) => uint(m.track, 255) && opt(m.slot, (s) => uint(s, 255)),
+  signal: (m) => str(m.kind, 64) && opt(m.from, (s) => uint(s, 255)),
+  "peer-stats": (m) => uint(m.from, 255) && isReport(m.report),
+  ended: (m) => isReason(m.reason),
+  error: (m) => isReason(m.code) && typeof m.message === "string",
+};
+
+function decodeWith<T>(bytes: Uint8Array, checks: Record<string, Check>): T {
+  if (bytes.length > MAX_CONTROL_BYTES) throw new ProtocolError(`control message of ${bytes.length} bytes is too large`);
+  let value: unknown;
+  try {
+    value = packr.unpack(bytes);
+  } catch {
+    throw new ProtocolError("control message is not valid msgpack");
+  }
+  if (!value || typeof value !== "object" || Array.isArray(value)) throw new ProtocolError("control message is not a map");
+  const m = value as Record<string, unknown>;
+  const check = typeof m.t === "string" && Object.hasOwn(checks, m.t) ? checks[m.t] : undefined;
+  if (!check) throw new ProtocolError(`unknown control message type ${JSON.stringify(String(m.t)).slice(0, 40)}`);
+  if (!check(m)) throw new ProtocolError(`malformed ${m.t} message`);
+  return m as T;
+}
+
+/** Decodes what a terminal sent; throws ProtocolError on anything malformed. */
+export function decodeTerminalMessage(bytes: Uint8Array): TerminalMessage {
+  return decodeWith<TerminalMessage>(bytes, TERMINAL_CHECKS);
+}
+
+/** Decodes what a node sent; throws ProtocolError on anything malformed. */
+export function decodeNodeMessage(bytes: Uint8Array): NodeMessage {
+  return decodeWith<NodeMessage>(bytes, NODE_CHECKS);
+}

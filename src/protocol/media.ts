@@ -1,0 +1,239 @@
+// Media objects: opaque encoded frames behind a fixed 20-byte header. The node reads only the
+// header (never the payload) and rewrites the `source` byte; see docs/protocol.md.
+
+export const MEDIA_VERSION = 1;
+export const HEADER_BYTES = 20;
+
+export const Track = { audio: 0, video: 1, still: 2 } as const;
+
+export const Flag = {
+  keyframe: 0x01,
+  /** The frame travels on a reliable stream rather than datagrams. */
+  reliable: 0x02,
+  /** Dropping this frame breaks no later frame (e.g. a top temporal layer). */
+  discardable: 0x40,
+} as const;
+const LAYER_SHIFT = 4;
+const LAYER_MASK = 0x30;
+
+export interface MediaHeader {
+  flags: number;
+  track: number;
+  /** Group slot of the publisher; 0 from terminals, stamped by the node when forwarding. */
+  source: number;
+  /** Frame number within the track, u32, wraps. */
+  sequence: number;
+  fragmentIndex: number;
+  fragmentCount: number;
+  /** Capture time on the sender's clock, µs. */
+  timestamp: number;
+}
+
+export class MediaHeaderError extends Error {
+  override name = "MediaHeaderError";
+}
+
+export function isKeyframe(h: Pick<MediaHeader, "flags">): boolean {
+  return (h.flags & Flag.keyframe) !== 0;
+}
+
+export function layerOf(flags: number): number {
+  return (flags & LAYER_MASK) >> LAYER_SHIFT;
+}
+
+export function withLayer(flags: number, layer: number): number {
+  return (flags & ~LAYER_MASK) | ((layer << LAYER_SHIFT) & LAYER_MASK);
+}
+
+export function writeHeader(out: Uint8Array, h: MediaHeader): void {
+  const dv = new DataView(out.buffer, out.byteOffset, HEADER_BYTES);
+  dv.setUint8(0, MEDIA_VERSION);
+  dv.setUint8(1, h.flags);
+  dv.setUint8(2, h.track);
+  dv.setUint8(3, h.source);
+  dv.setUint32(4, h.sequence >>> 0);
+  dv.setUint16(8, h.fragmentIndex);
+  dv.setUint16(10, h.fragmentCount);
+  dv.setFloat64(12, h.timestamp);
+}
+
+/** Parses and checks a header; throws MediaHeaderError on anything a sender may not send. */
+export function readHeader(bytes: Uint8Array): MediaHeader {
+  if (bytes.length < HEADER_BYTES) throw new MediaHeaderError(`media object of ${bytes.length} bytes is shorter than its header`);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, HEADER_BYTES);
+  if (dv.getUint8(0) !== MEDIA_VERSION) throw new MediaHeaderError(`unknown media version ${dv.getUint8(0)}`);
+  const h: MediaHeader = {
+    flags: dv.getUint8(1),
+    track: dv.getUint8(2),
+    source: dv.getUint8(3),
+    sequence: dv.getUint32(4),
+    fragmentIndex: dv.getUint16(8),
+    fragmentCount: dv.getUint16(10),
+    timestamp: dv.getFloat64(12),
+  };
+  if (h.fragmentCount === 0 || h.fragmentIndex >= h.fragmentCount) {
+    throw new MediaHeaderError(`fragment ${h.fragmentIndex} of ${h.fragmentCount} is out of range`);
+  }
+  if (!Number.isFinite(h.timestamp) || h.timestamp < 0) throw new MediaHeaderError("timestamp is not a finite positive number");
+  return h;
+}
+
+/** The node's per-datagram check: cheap, no allocation. Returns the track or -1 when malformed. */
+export function peekTrack(bytes: Uint8Array): number {
+  if (bytes.length < HEADER_BYTES || bytes[0] !== MEDIA_VERSION) return -1;
+  const count = (bytes[10]! << 8) | bytes[11]!;
+  const index = (bytes[8]! << 8) | bytes[9]!;
+  if (count === 0 || index >= count) return -1;
+  return bytes[2]!;
+}
+
+/** Splits one encoded frame into datagrams of at most `maxDatagramSize` bytes each. */
+export function fragmentFrame(
+  h: Omit<MediaHeader, "fragmentIndex" | "fragmentCount">,
+  payload: Uint8Array,
+  maxDatagramSize: number,
+): Uint8Array[] {
+  const room = maxDatagramSize - HEADER_BYTES;
+  if (room < 64) throw new RangeError(`datagram size ${maxDatagramSize} leaves no room for media`);
+  const count = Math.max(1, Math.ceil(payload.length / room));
+  if (count > 0xffff) throw new RangeError(`frame of ${payload.length} bytes needs too many fragments`);
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < count; i++) {
+    const part = payload.subarray(i * room, Math.min(payload.length, (i + 1) * room));
+    const d = new Uint8Array(HEADER_BYTES + part.length);
+    writeHeader(d, { ...h, fragmentIndex: i, fragmentCount: count });
+    d.set(part, HEADER_BYTES);
+    out.push(d);
+  }
+  return out;
+}
+
+/** One whole object for a reliable stream (fragment 0 of 1). */
+export function encodeObject(h: Omit<MediaHeader, "fragmentIndex" | "fragmentCount">, payload: Uint8Array): Uint8Array {
+  const d = new Uint8Array(HEADER_BYTES + payload.length);
+  writeHeader(d, { ...h, fragmentIndex: 0, fragmentCount: 1 });
+  d.set(payload, HEADER_BYTES);
+  return d;
+}
+
+export interface MediaFrame {
+  header: MediaHeader;
+  payload: Uint8Array;
+}
+
+interface Pending {
+  header: MediaHeader;
+  parts: (Uint8Array | undefined)[];
+  received: number;
+  bytes: number;
+  firstAt: number;
+}
+
+/** Serial-number comparison for u32 sequences (RFC 1982 style). */
+export function seqNewer(a: number, b: number): boolean {
+  return a !== b && ((a - b) >>> 0) < 0x80000000;
+}
+
+export interface ReassemblerOptions {
+  /** A frame still incomplete this long after its first fragment is given up, ms. */
+  timeoutMs?: number;
+  /** Most frames held incomplete at once per track. */
+  maxPending?: number;
+  /** Largest frame accepted, bytes. */
+  maxFrameBytes?: number;
+}
+
+/**
+ * Rebuilds frames from datagram fragments, per (source, track). Late and duplicate fragments
+ * are dropped; a frame older than the newest one delivered is never delivered. `lost` counts
+ * frames given up on, which is the receiver's cue to ask for a keyframe.
+ */
+export class Reassembler {
+  private pending = new Map<string, Pending>();
+  private lastDelivered = new Map<number, number>();
+  lost = 0;
+  late = 0;
+  private readonly timeoutMs: number;
+  private readonly maxPending: number;
+  private readonly maxFrameBytes: number;
+
+  constructor(opts: ReassemblerOptions = {}) {
+    this.timeoutMs = opts.timeoutMs ?? 1000;
+    this.maxPending = opts.maxPending ?? 64;
+    this.maxFrameBytes = opts.maxFrameBytes ?? 8 * 1024 * 1024;
+  }
+
+  /** Feeds one datagram; returns the frame it completes, if any. */
+  push(datagram: Uint8Array, now = Date.now()): MediaFrame | undefined {
+    const h = readHeader(datagram);
+    const streamKey = (h.source << 8) | h.track;
+    const last = this.lastDelivered.get(streamKey);
+    if (last !== undefined && !seqNewer(h.sequence, last)) {
+      this.late++;
+      return undefined;
+    }
+    const body = datagram.subarray(HEADER_BYTES);
+    if (h.fragmentCount === 1) return this.deliver(streamKey, h, body.slice());
+    const key = `${streamKey}:${h.sequence}`;
+    let p = this.pending.get(key);
+    if (!p) {
+      this.expire(now);
+      if (this.pending.size >= this.maxPending) this.dropOldest();
+      p = { header: h, parts: new Array(h.fragmentCount), received: 0, bytes: 0, firstAt: now };
+      this.pending.set(key, p);
+    }
+    if (p.header.fragmentCount !== h.fragmentCount || p.parts[h.fragmentIndex]) return undefined;
+    p.parts[h.fragmentIndex] = body.slice();
+    p.received++;
+    p.bytes += body.length;
+    if (p.bytes > this.maxFrameBytes) {
+      this.pending.delete(key);
+      this.lost++;
+      return undefined;
+    }
+    if (h.fragmentIndex === 0) p.header = h;
+    if (p.received < h.fragmentCount) return undefined;
+    this.pending.delete(key);
+    const payload = new Uint8Array(p.bytes);
+    let off = 0;
+    for (const part of p.parts) {
+      payload.set(part!, off);
+      off += part!.length;
+    }
+    return this.deliver(streamKey, p.header, payload);
+  }
+
+  /** Gives up frames older than the timeout; returns how many were given up. */
+  expire(now = Date.now()): number {
+    let n = 0;
+    for (const [key, p] of this.pending) {
+      if (now - p.firstAt > this.timeoutMs) {
+        this.pending.delete(key);
+        n++;
+      }
+    }
+    this.lost += n;
+    return n;
+  }
+
+  private deliver(streamKey: number, header: MediaHeader, payload: Uint8Array): MediaFrame {
+    this.lastDelivered.set(streamKey, header.sequence);
+    // Older incomplete frames of this track can no longer be delivered in order.
+    for (const [key, p] of this.pending) {
+      const pk = (p.header.source << 8) | p.header.track;
+      if (pk === streamKey && !seqNewer(p.header.sequence, header.sequence)) {
+        this.pending.delete(key);
+        this.lost++;
+      }
+    }
+    return { header: { ...header, fragmentIndex: 0, fragmentCount: 1 }, payload };
+  }
+
+  private dropOldest(): void {
+    const first = this.pending.keys().next();
+    if (!first.done) {
+      this.pending.delete(first.value);
+      this.lost++;
+    }
+  }
+}
