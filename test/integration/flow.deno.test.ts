@@ -103,7 +103,7 @@ for (const runtime of ["workerd", "deno"] as EdgeRuntime[]) {
     assert.is(again.body.group.id, created.group.id);
     const other = await clinic.createConsultation({ ...body(), reason: "something else" }, "req-0001");
     assert.is(other.status, 409);
-    assert.ok(other.body.error?.code);
+    assert.ok((other.body as any).error?.code);
   });
 
   t("both terminals join and each gets connection-success; the edge records it", async () => {

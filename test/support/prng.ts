@@ -23,7 +23,7 @@ export function mutate(rand: () => number, input: Uint8Array): Uint8Array {
   for (let e = 0; e < edits; e++) {
     const pos = Math.floor(rand() * (b.length + 1));
     switch (Math.floor(rand() * 5)) {
-      case 0: if (b.length) b[pos % b.length] ^= 1 << Math.floor(rand() * 8); break;
+      case 0: if (b.length) b[pos % b.length] = b[pos % b.length]! ^ (1 << Math.floor(rand() * 8)); break;
       case 1: b.splice(pos, 0, Math.floor(rand() * 256)); break;
       case 2: b.splice(pos, 1 + Math.floor(rand() * 4)); break;
       case 3: if (b.length) b[pos % b.length] = [0x00, 0xff, 0x7f, 0x80, 0xc1, 0xdd, 0xdf][Math.floor(rand() * 7)]!; break;

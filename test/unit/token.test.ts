@@ -1,7 +1,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { createLocalJWKSet, SignJWT, decodeJwt, decodeProtectedHeader, type JWK } from "jose";
-import { generateSigningJwk, loadKeySet, KeySetError } from "../../src/token/keys.ts";
+import { generateSigningJwk, loadKeySet, KeySetError, rotateKeySet } from "../../src/token/keys.ts";
 import { signConsultationToken, signNodeApiToken } from "../../src/token/sign.ts";
 import { TokenError, verifyConsultationToken, verifyNodeApiToken } from "../../src/token/verify.ts";
 import { nodeApiAudience, nodeAudience, type ConsultationClaims } from "../../src/token/claims.ts";
@@ -130,6 +130,28 @@ test("key sets are validated", async () => {
   } catch (e) {
     assert.instance(e, KeySetError);
   }
+});
+
+test("rotation publishes the new kid before use and keeps the old until its tokens expire", async () => {
+  const t0 = 1_900_000_000;
+  const first = JSON.stringify({ keys: [await generateSigningJwk()] });
+  const before = await loadKeySet(first, t0);
+  const rotated = await rotateKeySet(first, { nowSec: t0, publishAheadSec: 300, tokenTtlSec: 600 });
+  // Right after rotation: both published, the old key still signs.
+  const during = await loadKeySet(rotated.secret, t0 + 1);
+  assert.is(during.active.kid, before.active.kid);
+  assert.equal(during.publicJwks.map((k) => k.kid).sort(), [before.active.kid, rotated.newKid].sort());
+  // After activeFrom: the new key signs, the old is still published.
+  const after = await loadKeySet(rotated.secret, t0 + 301);
+  assert.is(after.active.kid, rotated.newKid);
+  assert.ok(after.publicJwks.some((k) => k.kid === before.active.kid));
+  // A token signed by the old key just before the switch still verifies after it.
+  const oldToken = await signConsultationToken(claims(), during.active);
+  await verifyConsultationToken(oldToken, createLocalJWKSet({ keys: after.publicJwks }), opts);
+  // After the overlap the old key is gone from the JWKS.
+  const later = await loadKeySet(rotated.secret, t0 + 300 + 600 + 61);
+  assert.equal(later.publicJwks.map((k) => k.kid), [rotated.newKid]);
+  for (const k of later.publicJwks) assert.is((k as Record<string, unknown>).activeFrom, undefined);
 });
 
 test.run();
