@@ -10,6 +10,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomId, sha256Hex, toBase64Url, randomBytes } from "../src/bytes.ts";
 import { generateSigningJwk } from "../src/token/keys.ts";
+import { PhiCipher } from "../src/phi-cipher.ts";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const BIN = join(ROOT, "node_modules", ".bin");
@@ -22,6 +23,8 @@ export interface EdgeSecrets {
   SIGNING_KEYS: string;
   PATIENT_HASH_KEY: string;
   ADMIN_KEY: string;
+  /** AES-GCM key set for patient fields at rest (src/phi-cipher.ts). */
+  PHI_KEYS: string;
 }
 
 export async function generateEdgeSecrets(): Promise<EdgeSecrets> {
@@ -29,6 +32,7 @@ export async function generateEdgeSecrets(): Promise<EdgeSecrets> {
     SIGNING_KEYS: JSON.stringify({ keys: [await generateSigningJwk("EdDSA")] }),
     PATIENT_HASH_KEY: toBase64Url(randomBytes(32)),
     ADMIN_KEY: `hza_${toBase64Url(randomBytes(24))}`,
+    PHI_KEYS: PhiCipher.generateSecret(),
   };
 }
 
@@ -165,7 +169,15 @@ export interface EdgeOptions {
   nodeCredentials: string;
   publicUrl?: string;
   tokenTtlSeconds?: number;
+  /** Further edge settings (e.g. RATE_LIMIT_IP, CLIENT_IP_HEADER; see docs/internal-apis.md). */
+  env?: Record<string, string>;
   log?: Log;
+}
+
+/** dotenv keeps single-quoted values literally; double quotes would keep JSON's backslashes. */
+function dotenvValue(v: string): string {
+  if (!/['\n\r]/.test(v)) return `'${v}'`;
+  throw new Error("an edge setting holds a quote or newline and cannot go into the env file");
 }
 
 export interface EdgeProcess {
@@ -188,17 +200,21 @@ export async function startEdge(opts: EdgeOptions): Promise<EdgeProcess> {
     PUBLIC_URL: opts.publicUrl ?? url,
     ISSUER: "huizhen-edge",
     TOKEN_TTL_SECONDS: String(opts.tokenTtlSeconds ?? 600),
+    ...opts.env,
   };
   let proc: ManagedProcess;
   if (runtime === "workerd") {
     const envFile = join(stateDir, "edge.env");
-    await writeFile(envFile, Object.entries(env).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join("\n") + "\n", { mode: 0o600 });
+    await writeFile(envFile, Object.entries(env).map(([k, v]) => `${k}=${dotenvValue(v)}`).join("\n") + "\n", { mode: 0o600 });
     await mkdir(join(ROOT, "dist", "public"), { recursive: true });
     proc = run("edge", join(BIN, "wrangler"), [
       "dev", "--config", join(ROOT, "wrangler.toml"), "--env-file", envFile,
       "--ip", "127.0.0.1", "--port", String(port), "--persist-to", join(stateDir, "d1"),
       "--inspector-port", String(await freePort()), "--show-interactive-dev-session=false", "--log-level", "info",
-    ], { WRANGLER_SEND_METRICS: "false", CI: "true", NO_COLOR: "1" }, opts.log);
+    ], {
+      // Offline: no metrics, and no fetch of the `Request.cf` object from workers.cloudflare.com.
+      WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", CI: "true", NO_COLOR: "1",
+    }, opts.log);
   } else {
     proc = run("edge", DENO, ["run", "--allow-all", join(ROOT, "edge", "deno.ts")], {
       ...env,

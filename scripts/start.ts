@@ -34,7 +34,15 @@ function log(source: string, line: string) {
 
 async function loadState(): Promise<LocalState> {
   await mkdir(STATE_DIR, { recursive: true, mode: 0o700 });
-  if (existsSync(STATE_FILE)) return JSON.parse(await readFile(STATE_FILE, "utf8")) as LocalState;
+  if (existsSync(STATE_FILE)) {
+    const saved = JSON.parse(await readFile(STATE_FILE, "utf8")) as LocalState;
+    // State from before a secret existed gets it added, once.
+    if (!saved.secrets.PHI_KEYS) {
+      saved.secrets.PHI_KEYS = (await generateEdgeSecrets()).PHI_KEYS;
+      await saveState(saved);
+    }
+    return saved;
+  }
   log("huizhen", "first start: generating signing keys, node credential and secrets in .huizhen/");
   const state: LocalState = { secrets: await generateEdgeSecrets(), node: newNodeCredential("node-1") };
   await saveState(state);

@@ -17,12 +17,26 @@ export interface Member {
 }
 
 // Terminal → node
-export interface JoinMessage { t: "join"; v: number; token: string; sdk?: string }
+export interface JoinMessage {
+  t: "join";
+  v: number;
+  token: string;
+  sdk?: string;
+  /** The `resume` secret of an earlier welcome for this token: rejoin after a lost connection. */
+  resume?: string;
+  /** Largest datagram this terminal can send (its WebTransport `maxDatagramSize`). */
+  maxDatagramSize?: number;
+}
 export interface PingMessage { t: "ping"; n: number; ts?: number }
 export interface KeyframeRequestMessage { t: "keyframe-request"; track: number; slot?: number }
 export interface SignalMessage { t: "signal"; kind: string; body?: unknown; to?: number; from?: number }
 export interface StatsMessage { t: "stats"; report: Record<string, number | string> }
-export interface ByeMessage { t: "bye" }
+export interface ByeMessage { t: "bye"; reason?: string }
+/**
+ * Frames a receiver misses (by sequence). Terminal → node: `slot` is the publisher asked;
+ * node → terminal: `slot` is the member asking. The publisher re-sends them on its reliable stream.
+ */
+export interface NackMessage { t: "nack"; track: number; sequences: number[]; slot: number }
 
 // Node → terminal
 export interface WelcomeMessage {
@@ -36,7 +50,13 @@ export interface WelcomeMessage {
   maxDatagramSize: number;
   /** The terminal pings at least this often; the node drops it after 5 missed intervals. */
   pingIntervalMs: number;
+  /** Secret that lets this token rejoin (join.resume) until it expires, replacing this session. */
+  resume?: string;
+  /** Token expiry, unix s: the resume path closes then. */
+  expiresAt?: number;
 }
+/** The group's datagram size changed (a member with a smaller one joined or one left). */
+export interface DatagramSizeMessage { t: "datagram-size"; maxDatagramSize: number }
 export interface ConnectedMessage { t: "connected"; members: Member[] }
 export interface PeerJoinedMessage { t: "peer-joined"; member: Member }
 export interface PeerLeftMessage { t: "peer-left"; member: Member; reason: string }
@@ -46,10 +66,11 @@ export interface EndedMessage { t: "ended"; reason: CloseReason }
 export interface ErrorMessage { t: "error"; code: CloseReason; message: string }
 
 export type TerminalMessage =
-  | JoinMessage | PingMessage | KeyframeRequestMessage | SignalMessage | StatsMessage | ByeMessage;
+  | JoinMessage | PingMessage | KeyframeRequestMessage | SignalMessage | StatsMessage | ByeMessage | NackMessage;
 export type NodeMessage =
   | WelcomeMessage | ConnectedMessage | PeerJoinedMessage | PeerLeftMessage | PongMessage
-  | KeyframeRequestMessage | SignalMessage | PeerStatsMessage | EndedMessage | ErrorMessage;
+  | KeyframeRequestMessage | SignalMessage | PeerStatsMessage | EndedMessage | ErrorMessage
+  | DatagramSizeMessage | NackMessage;
 export type ControlMessage = TerminalMessage | NodeMessage;
 
 export class ProtocolError extends Error {
@@ -77,21 +98,28 @@ const isReport = (v: unknown) =>
   Object.entries(v as object).length <= 64 &&
   Object.values(v as object).every((x) => num(x) || (typeof x === "string" && x.length <= 256));
 const isReason = (v: unknown) => typeof v === "string" && v in CloseCode;
+const isNack = (m: Record<string, unknown>) =>
+  uint(m.track, 255) && uint(m.slot, 255) && Array.isArray(m.sequences) &&
+  m.sequences.length > 0 && m.sequences.length <= 64 && m.sequences.every((x) => uint(x));
 
 const TERMINAL_CHECKS: Record<TerminalMessage["t"], Check> = {
-  join: (m) => uint(m.v, 255) && str(m.token, 8192) && opt(m.sdk, (s) => str(s, 128)),
+  join: (m) =>
+    uint(m.v, 255) && str(m.token, 8192) && opt(m.sdk, (s) => str(s, 128)) && opt(m.resume, (s) => str(s, 128)) &&
+    opt(m.maxDatagramSize, (s) => uint(s, 65535)),
   ping: (m) => uint(m.n) && opt(m.ts, num),
   "keyframe-request": (m) => uint(m.track, 255) && opt(m.slot, (s) => uint(s, 255)),
   signal: (m) => str(m.kind, 64) && opt(m.to, (s) => uint(s, 255)),
   stats: (m) => isReport(m.report),
-  bye: () => true,
+  bye: (m) => opt(m.reason, (s) => str(s, 64)),
+  nack: isNack,
 };
 
 const NODE_CHECKS: Record<NodeMessage["t"], Check> = {
   welcome: (m) =>
     uint(m.v, 255) && str(m.sessionId, 128) && str(m.consultationId, 128) && str(m.groupId, 128) &&
     isMember(m.self) && Array.isArray(m.members) && m.members.every(isMember) &&
-    uint(m.maxDatagramSize, 65535) && uint(m.pingIntervalMs),
+    uint(m.maxDatagramSize, 65535) && uint(m.pingIntervalMs) && opt(m.resume, (s) => str(s, 128)) &&
+    opt(m.expiresAt, uint),
   connected: (m) => Array.isArray(m.members) && m.members.every(isMember),
   "peer-joined": (m) => isMember(m.member),
   "peer-left": (m) => isMember(m.member) && typeof m.reason === "string",
@@ -101,6 +129,8 @@ const NODE_CHECKS: Record<NodeMessage["t"], Check> = {
   "peer-stats": (m) => uint(m.from, 255) && isReport(m.report),
   ended: (m) => isReason(m.reason),
   error: (m) => isReason(m.code) && typeof m.message === "string",
+  "datagram-size": (m) => uint(m.maxDatagramSize, 65535),
+  nack: isNack,
 };
 
 function decodeWith<T>(bytes: Uint8Array, checks: Record<string, Check>): T {

@@ -1,0 +1,590 @@
+// A consultation call in the browser: the WebTransport session (TerminalSession, shared with
+// the headless terminals), the local camera/microphone publishers, the peer's decoders, the
+// playout clock, stills, stats and network adaptation.
+import { Track } from "../../src/protocol/media.ts";
+import { AudioPublisher, AudioReceiver } from "./audio.ts";
+import { nowUs, PeerClock, Window } from "./clock.ts";
+import { Emitter } from "./emitter.ts";
+import { HuizhenError } from "./errors.ts";
+import { openSession, type Member, type SessionLike } from "./session.ts";
+import { captureStill, parseStill, requestPayload, STILL_CHUNK_BYTES, StillAssembler, stillChunks, type StillImage } from "./still.ts";
+import { bitrateFor, VideoPublisher, VideoReceiver } from "./video.ts";
+
+export interface CallStats {
+  at: number;
+  rttMs?: number;
+  send: {
+    videoKbps: number; audioKbps: number; fps: number; width: number; height: number; codec: string;
+    targetKbps: number; framesEncoded: number; framesDropped: number; encodeMs: number; keyframes: number; audioPackets: number;
+  };
+  recv: {
+    videoKbps: number; audioKbps: number; fps: number; decodedFps: number; width: number; height: number;
+    lossPct: number; latencyMs?: number; latencyP95Ms?: number; jitterBufferMs: number; audioBufferMs: number; transitP50Ms?: number; transitP95Ms?: number; audioTransitP50Ms?: number; audioTransitP95Ms?: number;
+    framesDecoded: number; framesRendered: number; audioPacketsDecoded: number; keyframeRequests: number; decodeErrors: number; decodeQueue: number;
+  };
+  clockOffsetMs: number;
+  clockSynced: boolean;
+  /** The transport's own counters (datagrams, objects, lost, late…). */
+  transport?: Record<string, number>;
+}
+
+export type QualityLevel = "good" | "fair" | "poor" | "none";
+
+export interface Quality {
+  level: QualityLevel;
+  /** One line a clinician can read, e.g. "video 720p, 48 ms behind, 0.3% loss". */
+  summary: string;
+  height: number;
+  latencyMs?: number;
+  lossPct: number;
+}
+
+export interface CallEvents extends Record<string, unknown> {
+  joined: { self: Member; members: Member[] };
+  "connection-success": { members: Member[] };
+  "peer-joined": { member: Member };
+  "peer-left": { member: Member; reason: string };
+  quality: Quality;
+  stats: CallStats;
+  "still-requested": { id: number };
+  "still-progress": { id: number; received: number; total: number };
+  still: StillImage;
+  "still-sent": { id: number; bytes: number; width: number; height: number; sha256: string };
+  /** The other side turned its camera or microphone off or on. */
+  "peer-media": { camera: boolean; mic: boolean };
+  ended: { reason: string };
+  error: HuizhenError;
+}
+
+export interface CallOptions {
+  /** WebTransport URL of the media node (from GET /v1/join). */
+  url: string;
+  certHashes?: string[];
+  token: string;
+  /** The camera + microphone stream to publish (see openLocalMedia). */
+  stream: MediaStream;
+  /** Where the peer's video is drawn. */
+  canvas: HTMLCanvasElement;
+  /** An AudioContext created in a user gesture, so playback may start. */
+  audioContext?: AudioContext;
+  /** Force a video codec string (otherwise the first supported of VIDEO_CODECS). */
+  codec?: string;
+  /** Send keyframes on the reliable stream (default false: paced datagrams, recovered by keyframe requests). */
+  reliableKeyframes?: boolean;
+  /** Send still chunks on the reliable stream (default false: datagrams with retransmission on request). */
+  reliableStills?: boolean;
+  /** Step 1080p down to 720p when the encoder cannot keep up (default true). */
+  cpuAdaptation?: boolean;
+  sdk?: string;
+  timeoutMs?: number;
+}
+
+const KEYFRAME_REQUEST_MIN_MS = 300;
+const KEYFRAME_ANSWER_MIN_MS = 400;
+/** Silence after which missing still chunks are asked for again, ms. */
+const STILL_NACK_MS = 400;
+/** Rate at which still chunks are sent, bit/s (the video keeps the rest of the group's budget). */
+const STILL_BPS = 4_000_000;
+
+export class HuizhenCall extends Emitter<CallEvents> {
+  private video: VideoPublisher;
+  private audio: AudioPublisher;
+  private videoRx: VideoReceiver;
+  private audioRx: AudioReceiver;
+  private clock = new PeerClock();
+  private videoTransit = new Window(1500);
+  private audioTransit = new Window(1500);
+  private latency = new Window(1000);
+  private latencyAll: number[] = [];
+  private videoDelayUs = 40_000;
+  private audioDelayUs = 40_000;
+  private peerSlot: number | undefined;
+  private lastKeyRequestAt = 0;
+  private lastKeyAnswerAt = 0;
+  private keyframeRequests = 0;
+  private statsTimer: ReturnType<typeof setInterval> | undefined;
+  private playoutTimer: ReturnType<typeof setInterval> | undefined;
+  private clockTimer: ReturnType<typeof setTimeout> | undefined;
+  private prev = { at: performance.now(), vTx: 0, aTx: 0, vRx: 0, aRx: 0, enc: 0, rendered: 0, decoded: 0, recv: 0, lost: 0 };
+  private rttMs: number | undefined;
+  private quality: Quality | undefined;
+  private stillSeq = 1;
+  private stills = new StillAssembler();
+  private sentStills = new Map<number, Uint8Array[]>();
+  private nackTimer: ReturnType<typeof setTimeout> | undefined;
+  private nackRounds = 0;
+  private unsubs: (() => void)[] = [];
+  private lastStats: CallStats | undefined;
+  private goodSeconds = 0;
+  private cpuStrain = 0;
+  /** The peer said it turned its camera off (signal `media-state`). */
+  private cameraPaused = false;
+  peerMicEnabled = true;
+  peerCameraEnabled = true;
+  private done = false;
+  readonly self: Member;
+  members: Member[];
+  connected = false;
+  micEnabled = true;
+  cameraEnabled = true;
+
+  private constructor(private readonly session: SessionLike, readonly opts: CallOptions, readonly audioContext: AudioContext) {
+    super();
+    this.self = session.self;
+    this.members = session.members;
+    const toLocal = (peerUs: number) => this.clock.toLocal(peerUs);
+    this.video = new VideoPublisher({
+      onEncoded: (v) => {
+        if (!this.connected) return;
+        const reliable = v.keyframe && (opts.reliableKeyframes ?? false);
+        try {
+          this.session.sendFrame(Track.video, v.payload, { keyframe: v.keyframe, timestamp: v.captureUs, reliable });
+        } catch { /* session closing */ }
+      },
+      onConfigured: () => this.updateQuality(),
+      onError: (e) => this.fail("internal", e.message, false),
+    }, { codec: opts.codec });
+    this.audio = new AudioPublisher((a) => {
+      if (!this.connected) return;
+      try {
+        this.session.sendFrame(Track.audio, a.payload, { timestamp: a.captureUs });
+      } catch { /* session closing */ }
+    }, (e) => this.fail("internal", e.message, false));
+    this.videoRx = new VideoReceiver(opts.canvas, {
+      needKeyframe: () => this.askKeyframe(),
+      onRendered: (r) => {
+        this.latency.push(r.latencyMs);
+        if (this.latencyAll.length < 100_000) this.latencyAll.push(r.latencyMs);
+      },
+      onError: (e) => console.warn("huizhen:", e.message),
+    }, (localUs) => localUs + this.videoDelayUs, toLocal, (t) => this.videoTransit.push(t));
+    this.audioRx = new AudioReceiver(audioContext, (localUs) => localUs + this.audioDelayUs, toLocal, (e) => console.warn("huizhen:", e.message));
+    this.wire();
+  }
+
+  /** Connects to the node with the token and starts publishing once both terminals are in. */
+  static async join(opts: CallOptions): Promise<HuizhenCall> {
+    const ctx = opts.audioContext ?? new AudioContext({ latencyHint: "interactive", sampleRate: 48000 });
+    if (ctx.state === "suspended") void ctx.resume().catch(() => undefined);
+    const session = await openSession({ url: opts.url, certHashes: opts.certHashes, token: opts.token, sdk: opts.sdk ?? "huizhen-web/0.1", timeoutMs: opts.timeoutMs });
+    const call = new HuizhenCall(session, opts, ctx);
+    const v = opts.stream.getVideoTracks()[0];
+    const a = opts.stream.getAudioTracks()[0];
+    if (v) await call.video.start(v);
+    if (a) await call.audio.start(a);
+    queueMicrotask(() => {
+      call.emit("joined", { self: call.self, members: call.members });
+      if (session.isConnected) call.onConnected(session.members);
+    });
+    call.statsTimer = setInterval(() => call.tick(), 1000);
+    call.playoutTimer = setInterval(() => call.updatePlayout(), 250);
+    return call;
+  }
+
+  private wire(): void {
+    const s = this.session;
+    this.unsubs.push(
+      s.on("connected", (members) => this.onConnected(members)),
+      s.on("peer-joined", (member) => {
+        this.members = [...this.members.filter((m) => m.slot !== member.slot), member];
+        this.emit("peer-joined", { member });
+      }),
+      s.on("peer-left", ({ member, reason }) => {
+        this.members = this.members.filter((m) => m.slot !== member.slot);
+        if (member.slot === this.peerSlot) {
+          this.connected = false;
+          this.videoRx.reset();
+          this.audioRx.reset();
+        }
+        this.emit("peer-left", { member, reason });
+      }),
+      s.on("frame", ({ header, payload }) => this.onFrame(header, payload)),
+      s.on("keyframe-request", ({ track }) => {
+        if (track !== Track.video) return;
+        const now = performance.now();
+        if (now - this.lastKeyAnswerAt < KEYFRAME_ANSWER_MIN_MS) return;
+        this.lastKeyAnswerAt = now;
+        this.video.requestKeyframe();
+      }),
+      s.on("peer-stats", ({ report }) => this.adapt(report)),
+      s.on("signal", (sig) => this.onSignal(sig)),
+      s.on("rtt", (ms) => { this.rttMs = ms; }),
+      s.on("ended", (reason) => this.finish(reason)),
+      s.on("closed", (reason) => this.finish(reason || "normal")),
+    );
+  }
+
+  private onConnected(members: Member[]): void {
+    this.members = members;
+    const peer = members.find((m) => m.slot !== this.self.slot);
+    this.peerSlot = peer?.slot;
+    const first = !this.connected;
+    this.connected = true;
+    this.video.requestKeyframe();
+    this.announceMedia();
+    if (first) {
+      this.emit("connection-success", { members });
+      this.syncClock(0);
+    }
+  }
+
+  private onFrame(header: { track: number; source: number; sequence: number; timestamp: number }, payload: Uint8Array): void {
+    if (this.peerSlot === undefined) this.peerSlot = header.source;
+    if (header.track === Track.video) this.videoRx.push(header.sequence, header.timestamp, payload);
+    else if (header.track === Track.audio) {
+      this.audioTransit.push(nowUs() - this.clock.toLocal(header.timestamp));
+      this.audioRx.push(header.sequence, header.timestamp, payload);
+    } else if (header.track === Track.still) this.onStill(payload);
+  }
+
+  private askKeyframe(): void {
+    const now = performance.now();
+    if (now - this.lastKeyRequestAt < KEYFRAME_REQUEST_MIN_MS) return;
+    this.lastKeyRequestAt = now;
+    this.keyframeRequests++;
+    try {
+      this.session.requestKeyframe(Track.video, this.peerSlot);
+    } catch { /* closing */ }
+  }
+
+  // Peer clock sync over signals: NTP-style probes, a few at the start then now and then.
+  private syncClock(n: number): void {
+    if (this.done || !this.session.sendSignal) return;
+    try {
+      this.session.sendSignal("clock", { t0: nowUs() });
+    } catch { return; }
+    this.clockTimer = setTimeout(() => this.syncClock(n + 1), n < 8 ? 500 : 10_000);
+  }
+
+  private onSignal(sig: { kind: string; body?: unknown; from?: number }): void {
+    const body = (sig.body ?? {}) as Record<string, unknown>;
+    if (sig.kind === "clock" && typeof body.t0 === "number") {
+      this.session.sendSignal?.("clock-reply", { t0: body.t0, t1: nowUs() });
+    } else if (sig.kind === "media-state") {
+      this.peerCameraEnabled = body.camera !== false;
+      this.peerMicEnabled = body.mic !== false;
+      this.cameraPaused = !this.peerCameraEnabled;
+      this.emit("peer-media", { camera: this.peerCameraEnabled, mic: this.peerMicEnabled });
+      this.updateQuality();
+    } else if (sig.kind === "still-nack" && typeof body.id === "number" && Array.isArray(body.missing)) {
+      const chunks = this.sentStills.get(body.id);
+      const indices = body.missing.filter((n): n is number => Number.isInteger(n)).slice(0, 1024);
+      if (chunks) void this.sendStillChunks(chunks, indices);
+    } else if (sig.kind === "clock-reply" && typeof body.t0 === "number" && typeof body.t1 === "number") {
+      this.clock.add(body.t0, body.t1, nowUs());
+    }
+  }
+
+  // Playout delays: each track waits for the 95th percentile of its own capture→arrival
+  // transit over 1.5 s (plus decode room), and audio is held back so it never leads the video
+  // by more than 40 ms (lip-sync tolerance; audio lagging a little is far less noticeable).
+  // Runs every 250 ms: a delay rises at once (avoid late frames) and falls over about a second
+  // (avoid oscillation).
+  private updatePlayout(): void {
+    const smooth = (cur: number, target: number) => (target > cur ? target : cur + (target - cur) * 0.25);
+    const v = this.videoTransit.quantile(0.95);
+    if (v !== undefined) this.videoDelayUs = smooth(this.videoDelayUs, Math.min(400_000, v + 6_000));
+    const a = this.audioTransit.quantile(0.95);
+    if (a !== undefined) {
+      const target = Math.min(500_000, Math.max(a + 10_000, this.videoDelayUs - 40_000));
+      this.audioDelayUs = smooth(this.audioDelayUs, target);
+    }
+  }
+
+  private tick(): void {
+    const now = performance.now();
+    const dt = (now - this.prev.at) / 1000 || 1;
+    const vRx = this.videoRx.bytesReceived;
+    const aRx = this.audioRx.bytesReceived;
+    const received = this.videoRx.framesReceived + this.audioRx.packetsReceived;
+    const lost = this.videoRx.framesLost + this.audioRx.packetsLost;
+    const dRecv = received - this.prev.recv;
+    const dLost = lost - this.prev.lost;
+    const stats: CallStats = {
+      at: Date.now(),
+      rttMs: this.rttMs,
+      send: {
+        videoKbps: ((this.video.bytesEncoded - this.prev.vTx) * 8) / dt / 1000,
+        audioKbps: ((this.audio.bytesEncoded - this.prev.aTx) * 8) / dt / 1000,
+        fps: (this.video.framesEncoded - this.prev.enc) / dt,
+        width: this.video.width, height: this.video.height, codec: this.video.codec,
+        targetKbps: this.video.bitrate / 1000,
+        framesEncoded: this.video.framesEncoded, framesDropped: this.video.framesDropped, encodeMs: this.video.encodeMs,
+        keyframes: this.video.keyframesSent, audioPackets: this.audio.packetsEncoded,
+      },
+      recv: {
+        videoKbps: ((vRx - this.prev.vRx) * 8) / dt / 1000,
+        audioKbps: ((aRx - this.prev.aRx) * 8) / dt / 1000,
+        fps: (this.videoRx.framesRendered - this.prev.rendered) / dt,
+        decodedFps: (this.videoRx.framesDecoded - this.prev.decoded) / dt,
+        width: this.videoRx.width, height: this.videoRx.height,
+        lossPct: dRecv + dLost > 0 ? (100 * dLost) / (dRecv + dLost) : 0,
+        latencyMs: this.latency.quantile(0.5),
+        latencyP95Ms: this.latency.quantile(0.95),
+        jitterBufferMs: this.videoDelayUs / 1000,
+        audioBufferMs: this.audioDelayUs / 1000,
+        transitP50Ms: (this.videoTransit.quantile(0.5) ?? NaN) / 1000,
+        transitP95Ms: (this.videoTransit.quantile(0.95) ?? NaN) / 1000,
+        audioTransitP50Ms: (this.audioTransit.quantile(0.5) ?? NaN) / 1000,
+        audioTransitP95Ms: (this.audioTransit.quantile(0.95) ?? NaN) / 1000,
+        framesDecoded: this.videoRx.framesDecoded, framesRendered: this.videoRx.framesRendered,
+        audioPacketsDecoded: this.audioRx.packetsDecoded, keyframeRequests: this.keyframeRequests,
+        decodeErrors: this.videoRx.decodeErrors,
+        decodeQueue: this.videoRx.decodeQueueSize,
+      },
+      clockOffsetMs: this.clock.offsetUs / 1000,
+      clockSynced: this.clock.measured,
+      transport: this.session.counters ? { ...this.session.counters } : undefined,
+    };
+    this.prev = {
+      at: now, vTx: this.video.bytesEncoded, aTx: this.audio.bytesEncoded, vRx, aRx, enc: this.video.framesEncoded,
+      rendered: this.videoRx.framesRendered, decoded: this.videoRx.framesDecoded, recv: received, lost,
+    };
+    this.lastStats = stats;
+    this.emit("stats", stats);
+    if (this.connected) {
+      try {
+        this.session.sendStats({
+          lossPct: Math.round(stats.recv.lossPct * 100) / 100,
+          loss: Math.round(stats.recv.lossPct * 10) / 1000,
+          recvKbps: Math.round(stats.recv.videoKbps + stats.recv.audioKbps),
+          latencyMs: Math.round(stats.recv.latencyMs ?? 0),
+          fps: Math.round(stats.recv.fps),
+        });
+      } catch { /* closing */ }
+    }
+    this.adaptCpu(stats);
+    this.updateQuality();
+  }
+
+  /**
+   * CPU adaptation: when the encoder cannot keep up with the camera at 1080p for a few seconds
+   * (slow machine, or busy), the camera is asked for 720p, which costs less than half the work.
+   */
+  private adaptCpu(stats: CallStats): void {
+    const track = this.opts.stream.getVideoTracks()[0];
+    if (!track || !this.video.enabled || stats.send.height < 1080 || this.opts.cpuAdaptation === false) {
+      this.cpuStrain = 0;
+      return;
+    }
+    const cameraFps = track.getSettings().frameRate ?? 30;
+    const strained = this.video.encodeMs > 1000 / cameraFps || stats.send.fps < cameraFps * 0.6;
+    this.cpuStrain = strained ? this.cpuStrain + 1 : 0;
+    if (this.cpuStrain >= 3) {
+      this.cpuStrain = 0;
+      void track.applyConstraints(videoConstraints(track.getSettings().deviceId, 720)).catch(() => undefined);
+      this.emit("error", new HuizhenError("cpuLimited", "This computer cannot encode Full HD fast enough; sending 720p instead."));
+    }
+  }
+
+  /** The receiver's loss drives our encoder bitrate: back off on loss, creep up when clean. */
+  private adapt(report: Record<string, number | string>): void {
+    const loss = Number(report.lossPct);
+    if (!Number.isFinite(loss) || !this.video.height) return;
+    const ceiling = bitrateFor(this.video.height);
+    const current = this.video.bitrate || ceiling;
+    if (loss > 3) {
+      this.goodSeconds = 0;
+      this.video.setMaxBitrate(Math.max(300_000, current * 0.75));
+    } else if (loss < 0.5 && ++this.goodSeconds >= 3 && current < ceiling) {
+      this.video.setMaxBitrate(Math.min(ceiling, current * 1.1));
+    }
+  }
+
+  private updateQuality(): void {
+    const s = this.lastStats;
+    const height = s?.recv.height ?? 0;
+    const latency = s?.recv.latencyMs;
+    const loss = s?.recv.lossPct ?? 0;
+    const fps = s?.recv.fps ?? 0;
+    const everVideo = this.videoRx.framesRendered > 0;
+    let level: QualityLevel;
+    if (!this.connected || !everVideo) level = "none";
+    else if (fps < 1 || loss > 5 || (latency ?? 0) > 400 || fps < 10) level = "poor";
+    else if (loss > 1 || (latency ?? 0) > 150 || height < 720) level = "fair";
+    else level = "good";
+    const lossText = `${loss < 0.05 ? "0" : loss.toFixed(1)}% loss`;
+    let summary: string;
+    if (level === "none") summary = "waiting for video";
+    else if (fps < 1) summary = this.cameraPaused ? "the other side paused its camera" : `video frozen, recovering (${lossText})`;
+    else summary = [`video ${height}p`, latency !== undefined ? `${Math.round(latency)} ms behind` : "", lossText].filter(Boolean).join(", ");
+    const q: Quality = { level, summary, height, latencyMs: latency, lossPct: loss };
+    const prev = this.quality;
+    this.quality = q;
+    if (!prev || prev.level !== q.level || prev.height !== q.height || prev.summary !== q.summary) this.emit("quality", q);
+  }
+
+  // ── stills ──
+
+  /** Asks the other terminal for a full-resolution still of its camera. */
+  requestStill(): number {
+    const id = this.stillSeq++;
+    this.session.sendFrame(Track.still, requestPayload(id), { reliable: this.opts.reliableStills ?? false, timestamp: nowUs() });
+    return id;
+  }
+
+  private onStill(payload: Uint8Array): void {
+    const m = parseStill(payload);
+    if (!m) return;
+    if (m.kind === "request") {
+      this.emit("still-requested", { id: m.id });
+      void this.sendStill(m.id);
+      return;
+    }
+    const r = this.stills.push(m);
+    if (!r) return;
+    this.emit("still-progress", { id: r.id, received: r.received, total: r.total });
+    clearTimeout(this.nackTimer);
+    if (r.image) {
+      this.nackRounds = 0;
+      this.emit("still", r.image);
+    } else {
+      this.nackTimer = setTimeout(() => this.nackStill(r.id), STILL_NACK_MS);
+    }
+  }
+
+  /** No chunk for a while and the still is incomplete: ask for the missing chunks again. */
+  private nackStill(id: number): void {
+    const missing = this.stills.missing(id);
+    if (!missing || !missing.indices.length || ++this.nackRounds > 20) return;
+    this.session.sendSignal?.("still-nack", { id, missing: missing.indices });
+    this.nackTimer = setTimeout(() => this.nackStill(id), STILL_NACK_MS * 3);
+  }
+
+  private async sendStill(id: number): Promise<void> {
+    const track = this.opts.stream.getVideoTracks()[0];
+    if (!track) return;
+    try {
+      const still = await captureStill(track, () => this.grabFrame());
+      const chunks = await stillChunks(id, still);
+      const sha256 = await digestHex(still.blob);
+      this.sentStills.set(id, chunks);
+      for (const k of this.sentStills.keys()) if (this.sentStills.size > 3) this.sentStills.delete(k);
+      await this.sendStillChunks(chunks, chunks.map((_, i) => i));
+      this.emit("still-sent", { id, bytes: still.bytes, width: still.width, height: still.height, sha256 });
+    } catch (err) {
+      this.emit("error", new HuizhenError("internal", `Could not take the still: ${err instanceof Error ? err.message : String(err)}`));
+    }
+  }
+
+  /** Sends chunks at a bounded rate so the live video keeps its share of the group's budget. */
+  private async sendStillChunks(chunks: Uint8Array[], indices: number[]): Promise<void> {
+    const gapMs = (STILL_CHUNK_BYTES * 8) / STILL_BPS * 1000;
+    for (const i of indices) {
+      const c = chunks[i];
+      if (!c || this.done) continue;
+      this.session.sendFrame(Track.still, c, { reliable: this.opts.reliableStills ?? false, timestamp: nowUs() });
+      await new Promise((r) => setTimeout(r, gapMs));
+    }
+  }
+
+  /** The next camera frame at its full size (for stills when ImageCapture is unavailable). */
+  private grabFrame(): Promise<VideoFrame> {
+    const track = this.opts.stream.getVideoTracks()[0];
+    if (!track || typeof MediaStreamTrackProcessor === "undefined") return Promise.reject(new Error("no camera frame"));
+    const reader = new MediaStreamTrackProcessor<VideoFrame>({ track: track.clone() }).readable.getReader();
+    return reader.read().then((r) => {
+      void reader.cancel();
+      if (!r.value) throw new Error("no camera frame");
+      return r.value;
+    });
+  }
+
+  // ── controls ──
+
+  setMicrophoneEnabled(on: boolean): void {
+    this.micEnabled = on;
+    this.audio.enabled = on;
+    for (const t of this.opts.stream.getAudioTracks()) t.enabled = on;
+    this.announceMedia();
+  }
+
+  private announceMedia(): void {
+    try {
+      this.session.sendSignal?.("media-state", { camera: this.cameraEnabled, mic: this.micEnabled });
+    } catch { /* closing */ }
+  }
+
+  setCameraEnabled(on: boolean): void {
+    this.cameraEnabled = on;
+    this.video.enabled = on;
+    for (const t of this.opts.stream.getVideoTracks()) t.enabled = on;
+    if (on) this.video.requestKeyframe();
+    this.announceMedia();
+  }
+
+  /** Replaces the camera (another deviceId) without leaving the call. */
+  async switchCamera(deviceId: string, height = this.video.height || 720): Promise<void> {
+    const fresh = await navigator.mediaDevices.getUserMedia({ video: videoConstraints(deviceId, height) });
+    const next = fresh.getVideoTracks()[0]!;
+    for (const t of this.opts.stream.getVideoTracks()) {
+      this.opts.stream.removeTrack(t);
+      t.stop();
+    }
+    this.opts.stream.addTrack(next);
+    next.enabled = this.cameraEnabled;
+    await this.video.start(next);
+  }
+
+  setVolume(v: number): void {
+    this.audioRx.setVolume(v);
+  }
+
+  stats(): CallStats | undefined {
+    return this.lastStats;
+  }
+
+  /** Every capture→render latency sample so far, ms (benchmarks). */
+  latencySamples(): number[] {
+    return this.latencyAll.slice();
+  }
+
+  resetLatencySamples(): void {
+    this.latencyAll = [];
+  }
+
+  async leave(): Promise<void> {
+    if (this.done) return;
+    try {
+      await this.session.leave();
+    } catch { /* already gone */ }
+    this.finish("normal");
+  }
+
+  private fail(reason: string, message: string, fatal: boolean): void {
+    this.emit("error", new HuizhenError(reason, message));
+    if (fatal) this.finish(reason);
+  }
+
+  private finish(reason: string): void {
+    if (this.done) return;
+    this.done = true;
+    this.connected = false;
+    clearInterval(this.statsTimer);
+    clearInterval(this.playoutTimer);
+    clearTimeout(this.clockTimer);
+    clearTimeout(this.nackTimer);
+    for (const u of this.unsubs) u();
+    void this.video.stop();
+    void this.audio.stop();
+    this.videoRx.close();
+    this.audioRx.close();
+    this.emit("ended", { reason });
+  }
+}
+
+/** SHA-256 of a blob, hex (lets a receiver prove a still arrived bit for bit). */
+export async function digestHex(blob: Blob): Promise<string> {
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", await blob.arrayBuffer()));
+  return Array.from(d, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export function videoConstraints(deviceId: string | undefined, height: number): MediaTrackConstraints {
+  const h = height >= 1080 ? 1080 : 720;
+  return {
+    ...(deviceId ? { deviceId: { exact: deviceId } } : {}),
+    width: { ideal: Math.round((h * 16) / 9) },
+    height: { ideal: h },
+    frameRate: { ideal: 30, max: 30 },
+  };
+}

@@ -1,0 +1,100 @@
+// What happens before a call: browser support, the edge's view of the token (GET /v1/join, which
+// does not use the token up), camera/microphone access, and a network check to the media node.
+import { fromBase64 } from "../../src/bytes.ts";
+import { HuizhenError, reasonOfEdgeCode } from "./errors.ts";
+import { videoConstraints } from "./call.ts";
+
+export interface JoinInfo {
+  consultationId: string;
+  status: string;
+  role: "requester" | "consultant";
+  expiresAt: string | number;
+  terminal: { id: string; label: string; kind: string };
+  peer?: { role: string; label: string; kind: string };
+  reason?: string;
+  node: { id: string; url: string; certHashes: string[] };
+}
+
+/** Names of the APIs this browser lacks for a call (empty: it can join). */
+export function missingFeatures(): string[] {
+  const g = globalThis as Record<string, unknown>;
+  const need = ["WebTransport", "VideoEncoder", "VideoDecoder", "AudioEncoder", "AudioDecoder", "EncodedVideoChunk", "MediaStreamTrackProcessor", "AudioContext"];
+  const missing = need.filter((n) => typeof g[n] === "undefined");
+  if (!globalThis.isSecureContext) missing.push("secure context (https)");
+  if (!navigator.mediaDevices?.getUserMedia) missing.push("getUserMedia");
+  return missing;
+}
+
+export async function fetchJoinInfo(token: string, edgeUrl = location.origin): Promise<JoinInfo> {
+  let res: Response;
+  try {
+    res = await fetch(`${edgeUrl}/v1/join`, { headers: { authorization: `Bearer ${token}` }, credentials: "omit", cache: "no-store" });
+  } catch {
+    throw new HuizhenError("edgeUnreachable");
+  }
+  let body: unknown;
+  try { body = await res.json(); } catch { body = undefined; }
+  if (!res.ok) {
+    const code = (body as { error?: { code?: string } } | undefined)?.error?.code;
+    throw new HuizhenError(reasonOfEdgeCode(code, res.status));
+  }
+  const info = body as JoinInfo;
+  if (!info?.node?.url) throw new HuizhenError("internal", "The consultation service gave no media server for this consultation.");
+  if (info.status === "ended") throw new HuizhenError("consultationEnded");
+  return info;
+}
+
+/** Camera + microphone, mapped to reasons a person can act on. */
+export async function openLocalMedia(opts: { videoDeviceId?: string; audioDeviceId?: string; height?: number } = {}): Promise<MediaStream> {
+  try {
+    return await navigator.mediaDevices.getUserMedia({
+      video: videoConstraints(opts.videoDeviceId, opts.height ?? 720),
+      audio: {
+        ...(opts.audioDeviceId ? { deviceId: { exact: opts.audioDeviceId } } : {}),
+        echoCancellation: true, noiseSuppression: true, autoGainControl: true,
+      },
+    });
+  } catch (err) {
+    const name = (err as { name?: string })?.name;
+    if (name === "NotAllowedError" || name === "SecurityError") throw new HuizhenError("cameraDenied");
+    if (name === "NotFoundError" || name === "OverconstrainedError") throw new HuizhenError("cameraMissing");
+    if (name === "NotReadableError" || name === "AbortError") throw new HuizhenError("cameraBusy");
+    throw new HuizhenError("cameraMissing", `The camera could not be opened: ${(err as Error)?.message ?? err}`);
+  }
+}
+
+export function certHashOptions(certHashes: string[] | undefined): WebTransportHash[] | undefined {
+  if (!certHashes?.length) return undefined;
+  return certHashes.map((h) => ({ algorithm: "sha-256", value: fromBase64(h) as BufferSource }));
+}
+
+export interface NetworkCheck {
+  ok: boolean;
+  /** QUIC + HTTP/3 handshake to the node, ms. */
+  handshakeMs?: number;
+  error?: string;
+}
+
+/**
+ * Opens a bare WebTransport session to the node and closes it again: proves UDP/QUIC gets
+ * through and shows the handshake time. It sends no token, so it uses nothing up.
+ */
+export async function probeNode(url: string, certHashes?: string[], timeoutMs = 5000): Promise<NetworkCheck> {
+  const t0 = performance.now();
+  let wt: WebTransport | undefined;
+  try {
+    const hashes = certHashOptions(certHashes);
+    wt = new WebTransport(url, hashes ? { serverCertificateHashes: hashes } : {});
+    wt.closed.catch(() => undefined);
+    await Promise.race([
+      wt.ready,
+      new Promise((_, rej) => setTimeout(() => rej(new Error("timed out")), timeoutMs)),
+    ]);
+    const handshakeMs = performance.now() - t0;
+    return { ok: true, handshakeMs };
+  } catch (err) {
+    return { ok: false, error: err instanceof Error ? err.message : String(err) };
+  } finally {
+    try { wt?.close({ closeCode: 0, reason: "probe" }); } catch { /* not open */ }
+  }
+}

@@ -1,0 +1,253 @@
+// The media node put together: certificates, QUIC transport, relay core, sessions, control API
+// and edge reporter. main.ts builds it from the environment; tests and the bench build it in
+// process with their own settings.
+import type { JWTVerifyGetKey } from "jose";
+import { CertRotation, pemHash } from "./cert.ts";
+import { EdgeAuth, edgeJwks } from "./auth.ts";
+import { createApi } from "./api.ts";
+import { EdgeReporter } from "./reporter.ts";
+import { LoadMeter } from "./metrics.ts";
+import { Relay, type RelayLimits } from "./relay/relay.ts";
+import { NodeSession, type SessionOptions } from "./session.ts";
+import { listenQuic, type TransportServer } from "./transport/quic.ts";
+import { denoApi, type HttpServerLike } from "./transport/deno.ts";
+
+export interface NodeConfig {
+  nodeId: string;
+  region: string;
+  secret: string;
+  edgeUrl: string;
+  issuer: string;
+  mediaHost: string;
+  mediaPort: number;
+  publicUrl: string;
+  apiHost: string;
+  apiPort: number;
+  apiPublicUrl: string;
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  capacity: { maxSessions: number; maxGroups: number; maxKbpsOut: number };
+  heartbeatMs: number;
+  limits: Partial<RelayLimits>;
+  session: Partial<SessionOptions>;
+  certValidityMs?: number;
+  certRotateEveryMs?: number;
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+function int(env: Record<string, string | undefined>, name: string, fallback: number): number {
+  const v = env[name];
+  if (v === undefined || v === "") return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new ConfigError(`${name} must be a non-negative number`);
+  return n;
+}
+
+export function configFromEnv(env: Record<string, string | undefined>): NodeConfig {
+  const need = (name: string) => {
+    const v = env[name];
+    if (!v) throw new ConfigError(`${name} is required`);
+    return v;
+  };
+  const mediaHost = env.MEDIA_HOST || "127.0.0.1";
+  const mediaPort = int(env, "MEDIA_PORT", 4433);
+  const apiHost = env.MEDIA_API_HOST || "127.0.0.1";
+  const apiPort = int(env, "MEDIA_API_PORT", 4434);
+  if ((env.TLS_CERT_FILE && !env.TLS_KEY_FILE) || (!env.TLS_CERT_FILE && env.TLS_KEY_FILE)) {
+    throw new ConfigError("TLS_CERT_FILE and TLS_KEY_FILE go together");
+  }
+  const maxSessions = int(env, "MAX_SESSIONS", 1000);
+  const maxGroups = int(env, "MAX_GROUPS", 500);
+  const limits: Partial<RelayLimits> = { maxSessions, maxGroups };
+  if (env.MEDIA_PING_INTERVAL_MS) limits.pingIntervalMs = int(env, "MEDIA_PING_INTERVAL_MS", 2000);
+  if (env.MEDIA_MAX_DATAGRAMS_PER_SEC) limits.maxDatagramsPerSec = int(env, "MEDIA_MAX_DATAGRAMS_PER_SEC", 20_000);
+  if (env.MEDIA_ABUSE_DROPS_PER_SEC) limits.abuseDropsPerSec = int(env, "MEDIA_ABUSE_DROPS_PER_SEC", 2000);
+  const session: Partial<SessionOptions> = {};
+  if (env.MEDIA_JOIN_TIMEOUT_MS) session.joinTimeoutMs = int(env, "MEDIA_JOIN_TIMEOUT_MS", 10_000);
+  const publicUrl = env.MEDIA_PUBLIC_URL || `https://${mediaHost}:${mediaPort}/v1/session`;
+  return {
+    nodeId: need("NODE_ID"),
+    region: env.NODE_REGION || "local",
+    secret: need("NODE_SECRET"),
+    edgeUrl: need("EDGE_URL"),
+    issuer: env.EDGE_ISSUER || "huizhen-edge",
+    mediaHost, mediaPort, publicUrl, apiHost, apiPort,
+    apiPublicUrl: env.MEDIA_API_PUBLIC_URL || `http://${apiHost}:${apiPort}`,
+    tlsCertFile: env.TLS_CERT_FILE || undefined,
+    tlsKeyFile: env.TLS_KEY_FILE || undefined,
+    capacity: { maxSessions, maxGroups, maxKbpsOut: int(env, "MAX_KBPS_OUT", 1_000_000) },
+    heartbeatMs: int(env, "MEDIA_HEARTBEAT_MS", 5000),
+    limits,
+    session,
+    certValidityMs: env.MEDIA_CERT_VALIDITY_MS ? int(env, "MEDIA_CERT_VALIDITY_MS", 0) : undefined,
+    certRotateEveryMs: env.MEDIA_CERT_ROTATE_MS ? int(env, "MEDIA_CERT_ROTATE_MS", 0) : undefined,
+  };
+}
+
+export type Logger = (msg: string, fields?: Record<string, unknown>) => void;
+
+export function consoleLogger(nodeId: string): Logger {
+  return (msg, fields) => {
+    const extra = fields ? Object.entries(fields).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(" ") : "";
+    console.log(`${new Date().toISOString()} ${nodeId} ${msg}${extra ? " " + extra : ""}`);
+  };
+}
+
+export interface NodeDeps {
+  /** Key source for tokens and API calls; the edge's JWKS by default. */
+  keys?: JWTVerifyGetKey;
+  fetch?: typeof fetch;
+  log?: Logger;
+  /** Skip heartbeats and events (bench). */
+  noReporter?: boolean;
+}
+
+export class MediaNode {
+  readonly relay: Relay;
+  readonly reporter?: EdgeReporter;
+  private quic?: TransportServer;
+  private http?: HttpServerLike;
+  private certs?: CertRotation;
+  private fixedHashes: string[] = [];
+  private readonly meter = new LoadMeter();
+  private readonly timers: ReturnType<typeof setInterval>[] = [];
+  private lastCounters = { bytesIn: 0, bytesOut: 0, at: Date.now() };
+  private readonly log: Logger;
+  quicPort = 0;
+  apiPort = 0;
+
+  private constructor(readonly config: NodeConfig, private readonly deps: NodeDeps) {
+    this.log = deps.log ?? consoleLogger(config.nodeId);
+    let reporter: EdgeReporter | undefined;
+    this.relay = new Relay({
+      limits: config.limits,
+      log: this.log,
+      onEvent: (e) => reporter?.enqueue(e),
+    });
+    if (!deps.noReporter) {
+      reporter = this.reporter = new EdgeReporter({
+        edgeUrl: config.edgeUrl, nodeId: config.nodeId, secret: config.secret,
+        heartbeatMs: config.heartbeatMs, fetch: deps.fetch, log: this.log,
+        heartbeat: () => this.heartbeat(),
+      });
+    }
+  }
+
+  static async start(config: NodeConfig, deps: NodeDeps = {}): Promise<MediaNode> {
+    const node = new MediaNode(config, deps);
+    await node.listen();
+    return node;
+  }
+
+  get certHashes(): string[] {
+    return this.certs ? this.certs.hashes : this.fixedHashes;
+  }
+
+  private async listen(): Promise<void> {
+    const Deno = denoApi();
+    const { config } = this;
+    let cert: string, key: string;
+    if (config.tlsCertFile && config.tlsKeyFile) {
+      cert = await Deno.readTextFile(config.tlsCertFile);
+      key = await Deno.readTextFile(config.tlsKeyFile);
+      this.fixedHashes = [await pemHash(cert)];
+    } else {
+      const host = new URL(config.publicUrl).hostname;
+      this.certs = new CertRotation({
+        hosts: [...new Set([host, "localhost", "127.0.0.1"])],
+        validityMs: config.certValidityMs, rotateEveryMs: config.certRotateEveryMs,
+      });
+      await this.certs.init();
+      cert = this.certs.current.certPem;
+      key = this.certs.current.keyPem;
+    }
+    const keys = this.deps.keys ?? edgeJwks(config.edgeUrl);
+    const auth = new EdgeAuth(keys, config.nodeId, config.issuer);
+    const sessionOptions = config.session;
+    this.quic = listenQuic({
+      hostname: config.mediaHost, port: config.mediaPort, cert, key,
+      onError: (err) => this.log("transport error", { error: String((err as Error)?.message ?? err).slice(0, 200) }),
+    }, (t) => {
+      const s = new NodeSession(t, { relay: this.relay, verifyToken: (tok) => auth.verifyConsultation(tok), log: this.log, options: sessionOptions });
+      void s.run().catch(() => {});
+    });
+    this.quicPort = this.quic.port;
+
+    const api = createApi({
+      nodeId: config.nodeId, relay: this.relay, auth, log: this.log,
+      certHashes: () => this.certHashes,
+      stats: () => ({ reporterQueue: this.reporter?.queue.length ?? 0, edgeUp: this.reporter?.edgeUp ?? false }),
+    });
+    await new Promise<void>((resolve) => {
+      this.http = Deno.serve({
+        hostname: config.apiHost, port: config.apiPort,
+        onListen: (addr) => { this.apiPort = addr.port; resolve(); },
+      }, (req) => api.fetch(req));
+    });
+
+    this.timers.push(setInterval(() => this.relay.tick(), 50));
+    if (this.certs) this.scheduleRotation();
+    this.meter.start();
+    this.reporter?.start();
+    this.log("media node listening", { quic: `${config.mediaHost}:${this.quicPort}`, api: `${config.apiHost}:${this.apiPort}`, url: config.publicUrl });
+  }
+
+  private scheduleRotation(): void {
+    const certs = this.certs!;
+    const t = setTimeout(async () => {
+      try {
+        const c = await certs.rotate();
+        this.quic?.setCertificate(c.certPem, c.keyPem);
+        this.log("certificate rotated", { hash: c.hash });
+      } catch (err) {
+        this.log("certificate rotation failed", { error: (err as Error)?.message });
+      }
+      this.scheduleRotation();
+    }, Math.min(certs.rotateEveryMs, 2 ** 31 - 1));
+    this.timers.push(t as unknown as ReturnType<typeof setInterval>);
+  }
+
+  heartbeat() {
+    const c = this.relay.snapshot();
+    const now = Date.now();
+    const secs = Math.max(0.001, (now - this.lastCounters.at) / 1000);
+    const kbpsIn = Math.max(0, Math.round(((c.bytesIn - this.lastCounters.bytesIn) * 8) / 1000 / secs));
+    const kbpsOut = Math.max(0, Math.round(((c.bytesOut - this.lastCounters.bytesOut) * 8) / 1000 / secs));
+    this.lastCounters = { bytesIn: c.bytesIn, bytesOut: c.bytesOut, at: now };
+    return {
+      region: this.config.region,
+      url: this.config.publicUrl,
+      apiUrl: this.config.apiPublicUrl,
+      certHashes: this.certHashes,
+      capacity: this.config.capacity,
+      load: {
+        sessions: this.relay.sessions,
+        groups: this.relay.groups.size,
+        kbpsIn, kbpsOut,
+        cpu: Math.min(64, this.meter.takeCpu()),
+        loopLagMs: this.meter.takeLoopLagMs(),
+        lossRate: this.relay.lossRate(),
+      },
+      draining: this.relay.draining,
+    };
+  }
+
+  /** Stops taking sessions, tells live ones to reconnect elsewhere, closes everything. */
+  async stop(): Promise<void> {
+    this.relay.draining = true;
+    for (const g of [...this.relay.groups.values()]) {
+      for (const m of [...g.live]) this.relay.refuse(m, "nodeDraining");
+    }
+    for (const t of this.timers) clearInterval(t);
+    this.meter.stop();
+    // Give the `left` events a last chance to reach the edge (they are retried only while running).
+    if (this.reporter) await Promise.race([this.reporter.flush(), new Promise((r) => setTimeout(r, 1000))]);
+    this.reporter?.stop();
+    await new Promise((r) => setTimeout(r, 350));
+    this.quic?.close();
+    await this.http?.shutdown().catch(() => {});
+  }
+}

@@ -1,0 +1,711 @@
+// TerminalSession: a terminal's side of the wire protocol (docs/protocol.md) on top of
+// `globalThis.WebTransport`. Runtime-neutral: the same code runs in Chromium (the browser SDK
+// builds on it) and in Deno (headless terminals in tests and benches).
+//
+//   const s = await TerminalSession.connect({ url, certHashes, token });
+//   s.on("connected", (members) => …);
+//   s.on("frame", ({ header, payload }) => …);   // whole frames, in order per (source, track)
+//   s.sendFrame(Track.video, bytes, { keyframe: true });
+//   await s.leave();
+//
+// Sending: a frame becomes datagrams of the group's datagram size (paced, audio first, a
+// bounded number of writes in flight), or one object on the session's single outgoing
+// unidirectional stream when `reliable` (by default: frames that would need many datagrams).
+// Receiving: datagram fragments are reassembled per publisher; frames from both paths go
+// through a small per-(source, track) reorder buffer so they come out in sequence order. A gap
+// standing for `nackDelayMs` is asked for with `nack` (the sender keeps its frames for about a
+// second and re-sends them on the reliable stream); a gap still open after `reorderMs` is
+// skipped and counted as lost.
+import { CLOSE_MESSAGES, closeReasonOf, type CloseReason } from "../protocol/codes.ts";
+import {
+  decodeNodeMessage, encodeControl, MAX_CONTROL_BYTES, PROTOCOL_VERSION,
+  type Member, type NodeMessage, type TerminalMessage, type WelcomeMessage,
+} from "../protocol/control.ts";
+import { FrameDecoder, frame as lengthFrame } from "../protocol/framing.ts";
+import {
+  encodeObject, Flag, fragmentFrame, HEADER_BYTES, readHeader, Reassembler, seqNewer, withLayer,
+  type MediaFrame, type MediaHeader,
+} from "../protocol/media.ts";
+import { fromBase64 } from "../bytes.ts";
+
+export type { Member } from "../protocol/control.ts";
+
+export interface ConnectOptions {
+  /** The node's WebTransport URL (`group.node.url`). */
+  url: string;
+  /** Base64 SHA-256 hashes of the node's certificates (`serverCertificateHashes`). */
+  certHashes?: string[];
+  /** The consultation token; sent in the `join` message, never in the URL. */
+  token: string;
+  /** Free text naming the client software, for the node's logs. */
+  sdk?: string;
+  /** The `resume` secret of an earlier welcome: rejoin with the same token after a lost connection. */
+  resume?: string;
+  /** Time allowed from connecting to welcome, ms (default 10 s). */
+  timeoutMs?: number;
+  /** How long a gap in a track's sequence is waited for before it is skipped, ms (default 150). */
+  reorderMs?: number;
+  /** Frames needing more datagrams than this go on the reliable stream unless `reliable` says otherwise (default 24). */
+  maxDatagramFragments?: number;
+  /** Datagram pacing rate, bytes/s (default 6 MB/s ≈ 48 Mbit/s). */
+  paceBytesPerSec?: number;
+  /** Datagram writes allowed in flight (default 64). */
+  maxInFlight?: number;
+  /** How long sent frames are kept for retransmission on a `nack`, ms (default 1000). */
+  retransmitMs?: number;
+  /** How long a gap may stand before the missing frames are asked for again, ms (default 25). */
+  nackDelayMs?: number;
+  /** WebTransport constructor to use (default `globalThis.WebTransport`). */
+  WebTransport?: typeof WebTransport;
+}
+
+export interface SendOptions {
+  keyframe?: boolean;
+  /** Capture time, µs on the sender's clock (default: now). */
+  timestamp?: number;
+  /** Send on the reliable stream (default: only frames too big for `maxDatagramFragments`). */
+  reliable?: boolean;
+  /** Quality layer 0–3 (simulcast/SVC). */
+  layer?: number;
+  /** Dropping this frame breaks no later frame. */
+  discardable?: boolean;
+}
+
+export interface FrameEvent {
+  header: MediaHeader;
+  payload: Uint8Array;
+}
+
+export interface SessionEvents {
+  /** Both members are present (connection success), with who is there. */
+  connected: Member[];
+  "peer-joined": Member;
+  "peer-left": { member: Member; reason: string };
+  /** A whole frame; `header.source` is the publisher's slot. */
+  frame: FrameEvent;
+  /** Someone asks this terminal for a keyframe on `track`. */
+  "keyframe-request": { track: number; from?: number };
+  "peer-stats": { from: number; report: Record<string, number | string> };
+  signal: { kind: string; body?: unknown; from?: number };
+  /** The node ended the consultation (reason, e.g. "consultationEnded"). */
+  ended: CloseReason;
+  /** The session is over (a CloseReason, or "normal"). Emitted once. */
+  closed: CloseReason;
+  /** Round trip to the node, ms, after each pong. */
+  rtt: number;
+}
+
+export interface SessionCounters {
+  bytesSent: number;
+  bytesReceived: number;
+  framesSent: number;
+  framesReceived: number;
+  datagramsSent: number;
+  datagramsReceived: number;
+  objectsSent: number;
+  objectsReceived: number;
+  /** Frames skipped: never complete, or a gap waited out. */
+  lost: number;
+  /** Frames or fragments that arrived after their turn, dropped. */
+  late: number;
+  /** Datagrams dropped before sending (pacing queue full). */
+  sendDropped: number;
+  /** Frames asked for again (receiver) / sent again on request (sender). */
+  nacked: number;
+  retransmitted: number;
+  malformed: number;
+  rttMs: number;
+}
+
+/** Why connecting or the session failed: `reason` is a CloseReason such as "tokenInvalid". */
+export class SessionError extends Error {
+  override name = "SessionError";
+  constructor(readonly reason: CloseReason | "connectFailed", message: string) {
+    super(message);
+  }
+}
+
+type Listener<T> = (v: T) => void;
+type Writer = WritableStreamDefaultWriter<Uint8Array>;
+
+interface TrackOrder {
+  next?: number;
+  held: Map<number, MediaFrame>;
+  timer?: ReturnType<typeof setTimeout>;
+  nackTimer?: ReturnType<typeof setTimeout>;
+  /** Sequences already asked for, so each is asked once. */
+  nacked: Set<number>;
+}
+
+interface Sent {
+  /** The frame as a whole reliable object, ready to send again. */
+  object: Uint8Array;
+  at: number;
+}
+
+const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
+
+export class TerminalSession {
+  readonly sessionId: string;
+  readonly consultationId: string;
+  readonly groupId: string;
+  readonly self: Member;
+  members: Member[];
+  isConnected = false;
+  /** Datagram size the group uses (welcome, then `datagram-size` updates). */
+  maxDatagramSize: number;
+  /** Secret for `connect({ resume })` with the same token. */
+  readonly resume?: string;
+  readonly expiresAt?: number;
+  readonly counters: SessionCounters = {
+    bytesSent: 0, bytesReceived: 0, framesSent: 0, framesReceived: 0, datagramsSent: 0, datagramsReceived: 0,
+    objectsSent: 0, objectsReceived: 0, lost: 0, late: 0, sendDropped: 0, nacked: 0, retransmitted: 0, malformed: 0, rttMs: 0,
+  };
+  private readonly listeners = new Map<string, Set<Listener<never>>>();
+  private readonly sequences = new Map<number, number>();
+  private readonly reassemblers = new Map<number, Reassembler>();
+  private readonly orders = new Map<number, TrackOrder>();
+  /** Recently sent frames per track, for retransmission on `nack`. */
+  private readonly history = new Map<number, Map<number, Sent>>();
+  private readonly datagramWriter: Writer;
+  private objectWriter?: Writer;
+  private objectWriterOpening?: Promise<Writer | undefined>;
+  private readonly audioQueue: Uint8Array[] = [];
+  private readonly videoQueue: Uint8Array[] = [];
+  private inFlight = 0;
+  private paceTokens: number;
+  private paceAt = performance.now();
+  private paceTimer?: ReturnType<typeof setTimeout>;
+  private pingTimer?: ReturnType<typeof setInterval>;
+  private pingN = 0;
+  private lastHeard = Date.now();
+  private closedReason?: CloseReason;
+  private readonly pingIntervalMs: number;
+  private readonly reorderMs: number;
+  private readonly maxFragments: number;
+  private readonly paceRate: number;
+  private readonly maxInFlight: number;
+  private readonly retransmitMs: number;
+  private readonly nackDelayMs: number;
+  private readonly onWriteDone = () => {
+    this.inFlight--;
+    if (this.audioQueue.length || this.videoQueue.length) this.drain();
+  };
+
+  private constructor(
+    private readonly wt: WebTransport,
+    private readonly control: Writer,
+    private readonly controlReader: ReadableStreamDefaultReader<Uint8Array>,
+    private readonly decoder: FrameDecoder,
+    welcome: WelcomeMessage,
+    opts: ConnectOptions,
+  ) {
+    this.sessionId = welcome.sessionId;
+    this.consultationId = welcome.consultationId;
+    this.groupId = welcome.groupId;
+    this.self = welcome.self;
+    this.members = welcome.members;
+    this.maxDatagramSize = welcome.maxDatagramSize;
+    this.pingIntervalMs = welcome.pingIntervalMs;
+    this.resume = welcome.resume;
+    this.expiresAt = welcome.expiresAt;
+    this.reorderMs = opts.reorderMs ?? 150;
+    this.maxFragments = opts.maxDatagramFragments ?? 24;
+    this.paceRate = opts.paceBytesPerSec ?? 6_000_000;
+    this.maxInFlight = opts.maxInFlight ?? 64;
+    this.retransmitMs = opts.retransmitMs ?? 1000;
+    this.nackDelayMs = opts.nackDelayMs ?? 25;
+    this.paceTokens = this.burstBytes;
+    const dg = wt.datagrams as WebTransportDatagramDuplexStream & { createWritable?: () => WritableStream<Uint8Array> };
+    this.datagramWriter = (dg.createWritable ? dg.createWritable() : (dg.writable as WritableStream<Uint8Array>)).getWriter();
+    this.datagramWriter.closed.catch(() => {});
+  }
+
+  /** Connects, sends `join` and resolves after `welcome`; rejects with a SessionError carrying `.reason`. */
+  static async connect(opts: ConnectOptions): Promise<TerminalSession> {
+    const WT = opts.WebTransport ?? globalThis.WebTransport;
+    if (!WT) throw new SessionError("connectFailed", "this runtime has no WebTransport");
+    const timeoutMs = opts.timeoutMs ?? 10_000;
+    const init: WebTransportOptions = {};
+    if (opts.certHashes?.length) {
+      init.serverCertificateHashes = opts.certHashes.map((h) => ({ algorithm: "sha-256", value: fromBase64(h) as BufferSource }));
+    }
+    let wt: WebTransport;
+    try {
+      wt = new WT(opts.url, init);
+    } catch (err) {
+      throw new SessionError("connectFailed", `cannot open a session to the media node (${(err as Error)?.message ?? err})`);
+    }
+    const closedInfo = wt.closed.then(
+      (info) => info,
+      (err) => ({ closeCode: (err as { closeCode?: number })?.closeCode, reason: "" }) as WebTransportCloseInfo,
+    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, rej) => {
+      timer = setTimeout(() => rej(new SessionError("timeout", `no welcome from the media node within ${timeoutMs} ms`)), timeoutMs);
+    });
+    const closedEarly = closedInfo.then((info): never => {
+      const reason = closeReasonOf(info?.closeCode ?? -1) ?? "connectFailed";
+      throw new SessionError(reason, reason === "connectFailed" ? "the media node closed the session" : CLOSE_MESSAGES[reason as CloseReason]);
+    });
+    closedEarly.catch(() => {});
+    try {
+      return await Promise.race([TerminalSession.handshake(wt, opts, closedEarly), timeout]);
+    } catch (err) {
+      try { wt.close(); } catch { /* already closed */ }
+      if (err instanceof SessionError) throw err;
+      throw new SessionError("connectFailed", `cannot reach the media node (${(err as Error)?.message ?? err})`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private static async handshake(wt: WebTransport, opts: ConnectOptions, closedEarly: Promise<never>): Promise<TerminalSession> {
+    await Promise.race([wt.ready, closedEarly]);
+    const bidi = await wt.createBidirectionalStream();
+    const control = bidi.writable.getWriter() as Writer;
+    control.closed.catch(() => {});
+    const maxDatagramSize = wt.datagrams.maxDatagramSize;
+    const join: TerminalMessage = {
+      t: "join", v: PROTOCOL_VERSION, token: opts.token,
+      ...(opts.sdk ? { sdk: opts.sdk } : {}),
+      ...(opts.resume ? { resume: opts.resume } : {}),
+      ...(maxDatagramSize ? { maxDatagramSize } : {}),
+    };
+    await control.write(lengthFrame(encodeControl(join)));
+    const reader = bidi.readable.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+    const decoder = new FrameDecoder(MAX_CONTROL_BYTES);
+    for (;;) {
+      const { value, done } = await Promise.race([reader.read(), closedEarly]);
+      if (done) throw new SessionError("connectFailed", "the media node closed the control stream");
+      const frames = decoder.push(value);
+      for (let i = 0; i < frames.length; i++) {
+        const msg = decodeNodeMessage(frames[i]!);
+        if (msg.t === "error") throw new SessionError(msg.code, msg.message);
+        if (msg.t !== "welcome") throw new SessionError("protocolError", `expected welcome, got ${msg.t}`);
+        const s = new TerminalSession(wt, control, reader, decoder, msg, opts);
+        s.start(frames.slice(i + 1));
+        return s;
+      }
+    }
+  }
+
+  // --- events -------------------------------------------------------------------------
+
+  /** Subscribes to an event; returns the function that unsubscribes. */
+  on<K extends keyof SessionEvents>(event: K, fn: (v: SessionEvents[K]) => void): () => void {
+    let set = this.listeners.get(event);
+    if (!set) this.listeners.set(event, (set = new Set()));
+    set.add(fn as Listener<never>);
+    return () => { set!.delete(fn as Listener<never>); };
+  }
+
+  private emit<K extends keyof SessionEvents>(event: K, v: SessionEvents[K]): void {
+    const set = this.listeners.get(event);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        (fn as Listener<SessionEvents[K]>)(v);
+      } catch (err) {
+        console.error(`huizhen: a "${event}" listener threw`, err);
+      }
+    }
+  }
+
+  get closed(): boolean {
+    return this.closedReason !== undefined;
+  }
+
+  // --- sending ------------------------------------------------------------------------
+
+  /** Sends one encoded frame; returns its sequence number on the track. */
+  sendFrame(track: number, payload: Uint8Array, opts: SendOptions = {}): number {
+    if (this.closedReason) throw new SessionError(this.closedReason, "the session is closed");
+    if (!Number.isInteger(track) || track < 0 || track > 255) throw new RangeError("track must be 0..255");
+    const sequence = this.sequences.get(track) ?? 0;
+    this.sequences.set(track, (sequence + 1) >>> 0);
+    let flags = 0;
+    if (opts.keyframe) flags |= Flag.keyframe;
+    if (opts.discardable) flags |= Flag.discardable;
+    if (opts.layer) flags = withLayer(flags, opts.layer);
+    const room = this.maxDatagramSize - HEADER_BYTES;
+    const reliable = opts.reliable ?? Math.ceil(payload.length / room) > this.maxFragments;
+    const header = { flags: reliable ? flags | Flag.reliable : flags, track, source: 0, sequence, timestamp: opts.timestamp ?? nowUs() };
+    this.counters.framesSent++;
+    // Every frame is kept briefly as a whole object: a receiver missing it asks with `nack`.
+    const object = encodeObject({ ...header, flags: header.flags | Flag.reliable }, payload);
+    this.remember(track, sequence, object);
+    if (reliable) {
+      this.sendObject(object);
+    } else {
+      const queue = track === 0 ? this.audioQueue : this.videoQueue;
+      for (const d of fragmentFrame(header, payload, this.maxDatagramSize)) queue.push(d);
+      // A queue several seconds deep is useless for live media: drop its oldest.
+      const cap = 4096;
+      if (queue.length > cap) this.counters.sendDropped += queue.splice(0, queue.length - cap).length;
+      this.drain();
+    }
+    return sequence;
+  }
+
+  /** Asks the publisher in `slot` (default: everyone else) for a keyframe on `track`. */
+  requestKeyframe(track: number, slot?: number): void {
+    this.sendControl(slot === undefined ? { t: "keyframe-request", track } : { t: "keyframe-request", track, slot });
+  }
+
+  /** Sends a quality report; the node passes it to the other members as `peer-stats`. */
+  sendStats(report: Record<string, number | string>): void {
+    this.sendControl({ t: "stats", report });
+  }
+
+  /** An application message to the other members (or one slot), relayed as is. */
+  sendSignal(kind: string, body?: unknown, to?: number): void {
+    this.sendControl({ t: "signal", kind, ...(body === undefined ? {} : { body }), ...(to === undefined ? {} : { to }) });
+  }
+
+  /** Says bye and closes the session. */
+  async leave(): Promise<void> {
+    if (this.closedReason) return;
+    const bye = this.sendControl({ t: "bye" });
+    await Promise.race([bye, new Promise((r) => setTimeout(r, 200))]);
+    await new Promise((r) => setTimeout(r, 30));
+    this.finish("normal");
+  }
+
+  private sendControl(msg: TerminalMessage): Promise<void> {
+    if (this.closedReason) return Promise.resolve();
+    return this.control.write(lengthFrame(encodeControl(msg))).catch(() => {});
+  }
+
+  private remember(track: number, sequence: number, object: Uint8Array): void {
+    let h = this.history.get(track);
+    if (!h) this.history.set(track, (h = new Map()));
+    h.set(sequence, { object, at: performance.now() });
+    const cutoff = performance.now() - this.retransmitMs;
+    for (const [seq, sent] of h) {
+      if (sent.at >= cutoff && h.size <= 512) break;
+      h.delete(seq);
+    }
+  }
+
+  private retransmit(track: number, sequences: number[]): void {
+    const h = this.history.get(track);
+    if (!h) return;
+    for (const seq of sequences) {
+      const sent = h.get(seq);
+      if (!sent) continue;
+      this.counters.retransmitted++;
+      this.sendObject(sent.object);
+    }
+  }
+
+  private get burstBytes(): number {
+    return Math.max(32 * this.maxDatagramSize, 48_000);
+  }
+
+  /** Sends queued datagrams within the pacing budget and the in-flight bound; audio goes first. */
+  private drain(): void {
+    if (this.closedReason) return;
+    const now = performance.now();
+    this.paceTokens = Math.min(this.burstBytes, this.paceTokens + ((now - this.paceAt) * this.paceRate) / 1000);
+    this.paceAt = now;
+    while (this.inFlight < this.maxInFlight) {
+      const q = this.audioQueue.length ? this.audioQueue : this.videoQueue;
+      const d = q[0];
+      if (!d) break;
+      if (this.paceTokens < d.length) {
+        if (!this.paceTimer) {
+          const wait = Math.max(1, Math.ceil(((d.length - this.paceTokens) * 1000) / this.paceRate));
+          this.paceTimer = setTimeout(() => { this.paceTimer = undefined; this.drain(); }, wait);
+        }
+        return;
+      }
+      q.shift();
+      this.paceTokens -= d.length;
+      this.inFlight++;
+      this.counters.datagramsSent++;
+      this.counters.bytesSent += d.length;
+      this.datagramWriter.write(d).then(this.onWriteDone, this.onWriteDone);
+    }
+  }
+
+  private sendObject(obj: Uint8Array): void {
+    const f = lengthFrame(obj);
+    this.counters.objectsSent++;
+    this.counters.bytesSent += f.length;
+    if (this.objectWriter) {
+      this.objectWriter.write(f).catch(() => {});
+      return;
+    }
+    // One long-lived stream for every reliable object: Deno stalls after ~100 streams.
+    this.objectWriterOpening ??= this.wt.createUnidirectionalStream().then((ws) => {
+      const w = (ws as WritableStream<Uint8Array>).getWriter();
+      w.closed.catch(() => {});
+      this.objectWriter = w;
+      return w;
+    }, () => undefined);
+    void this.objectWriterOpening.then((w) => w?.write(f).catch(() => {}));
+  }
+
+  // --- receiving ----------------------------------------------------------------------
+
+  private start(pending: Uint8Array[]): void {
+    this.wt.closed.then(
+      (info) => this.finish(closeReasonOf(info?.closeCode ?? 0) ?? "normal"),
+      (err) => this.finish(closeReasonOf((err as { closeCode?: number })?.closeCode ?? -1) ?? "internal"),
+    );
+    // Messages that came with the welcome are handled after connect() resolves, so listeners
+    // attached right after `await connect()` see them.
+    setTimeout(() => {
+      for (const f of pending) this.onControlBytes(f);
+      void this.readControl().catch(() => {});
+    }, 0);
+    void this.readDatagrams().catch(() => {});
+    void this.acceptObjectStreams().catch(() => {});
+    this.pingTimer = setInterval(() => this.ping(), this.pingIntervalMs);
+    this.ping();
+  }
+
+  private ping(): void {
+    if (Date.now() - this.lastHeard > this.pingIntervalMs * 5) {
+      this.finish("timeout");
+      return;
+    }
+    this.sendControl({ t: "ping", n: this.pingN++, ts: performance.now() });
+  }
+
+  private async readControl(): Promise<void> {
+    for (;;) {
+      const { value, done } = await this.controlReader.read();
+      if (done || this.closedReason) return;
+      let frames: Uint8Array[];
+      try {
+        frames = this.decoder.push(value);
+      } catch {
+        return this.finish("protocolError");
+      }
+      for (const f of frames) this.onControlBytes(f);
+    }
+  }
+
+  private onControlBytes(bytes: Uint8Array): void {
+    if (this.closedReason) return;
+    let msg: NodeMessage;
+    try {
+      msg = decodeNodeMessage(bytes);
+    } catch {
+      this.counters.malformed++;
+      return;
+    }
+    this.lastHeard = Date.now();
+    switch (msg.t) {
+      case "pong":
+        if (msg.ts !== undefined) {
+          this.counters.rttMs = Math.round((performance.now() - msg.ts) * 100) / 100;
+          this.emit("rtt", this.counters.rttMs);
+        }
+        return;
+      case "connected":
+        this.members = msg.members;
+        this.isConnected = true;
+        this.emit("connected", msg.members);
+        return;
+      case "peer-joined":
+        this.members = [...this.members.filter((m) => m.slot !== msg.member.slot), msg.member];
+        this.resetSource(msg.member.slot); // a rejoining publisher starts its sequences again
+        this.emit("peer-joined", msg.member);
+        return;
+      case "peer-left":
+        this.members = this.members.filter((m) => m.slot !== msg.member.slot);
+        this.isConnected = false;
+        this.resetSource(msg.member.slot);
+        this.emit("peer-left", { member: msg.member, reason: msg.reason });
+        return;
+      case "keyframe-request":
+        this.emit("keyframe-request", { track: msg.track, from: msg.slot });
+        return;
+      case "nack":
+        this.retransmit(msg.track, msg.sequences);
+        return;
+      case "peer-stats":
+        this.emit("peer-stats", { from: msg.from, report: msg.report });
+        return;
+      case "signal":
+        this.emit("signal", { kind: msg.kind, body: msg.body, from: msg.from });
+        return;
+      case "datagram-size":
+        this.maxDatagramSize = msg.maxDatagramSize;
+        return;
+      case "ended":
+        this.emit("ended", msg.reason);
+        this.finish(msg.reason);
+        return;
+      case "error":
+        this.finish(msg.code);
+        return;
+      case "welcome":
+        this.counters.malformed++;
+        return;
+    }
+  }
+
+  private async readDatagrams(): Promise<void> {
+    const reader = this.wt.datagrams.readable.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || this.closedReason) return;
+      this.counters.datagramsReceived++;
+      this.counters.bytesReceived += value.length;
+      const source = value.length > 3 ? value[3]! : 0;
+      let r = this.reassemblers.get(source);
+      if (!r) this.reassemblers.set(source, (r = new Reassembler({ timeoutMs: 1000 })));
+      let f: MediaFrame | undefined;
+      try {
+        f = r.push(value);
+      } catch {
+        this.counters.malformed++;
+        continue;
+      }
+      if (f) this.order(f);
+    }
+  }
+
+  private async acceptObjectStreams(): Promise<void> {
+    const reader = this.wt.incomingUnidirectionalStreams.getReader();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || this.closedReason) return;
+      void this.readObjects(value as ReadableStream<Uint8Array>).catch(() => {});
+    }
+  }
+
+  private async readObjects(stream: ReadableStream<Uint8Array>): Promise<void> {
+    const reader = stream.getReader();
+    const decoder = new FrameDecoder(16 * 1024 * 1024);
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || this.closedReason) return;
+      this.counters.bytesReceived += value.length;
+      for (const obj of decoder.push(value)) {
+        this.counters.objectsReceived++;
+        try {
+          const header = readHeader(obj);
+          this.order({ header, payload: obj.subarray(HEADER_BYTES) });
+        } catch {
+          this.counters.malformed++;
+        }
+      }
+    }
+  }
+
+  /** Puts frames of one (source, track) back in sequence order across both paths. */
+  private order(f: MediaFrame): void {
+    const key = (f.header.source << 8) | f.header.track;
+    let o = this.orders.get(key);
+    if (!o) this.orders.set(key, (o = { held: new Map(), nacked: new Set() }));
+    const seq = f.header.sequence;
+    if (o.next === undefined) {
+      // A fresh publisher starts at 0; otherwise wait a moment for earlier frames on the other path.
+      if (seq === 0) o.next = 0;
+      else {
+        o.held.set(seq, f);
+        o.timer ??= setTimeout(() => this.skipGap(key), this.reorderMs);
+        return;
+      }
+    }
+    if (seq === o.next) {
+      this.deliver(f);
+      o.next = (seq + 1) >>> 0;
+      this.flushHeld(key, o);
+    } else if (seqNewer(seq, o.next)) {
+      if (!o.held.has(seq)) o.held.set(seq, f);
+      if (o.held.size > 512) this.skipGap(key);
+      else {
+        o.timer ??= setTimeout(() => this.skipGap(key), this.reorderMs);
+        o.nackTimer ??= setTimeout(() => this.nack(key), this.nackDelayMs);
+      }
+    } else {
+      this.counters.late++;
+    }
+  }
+
+  /** Asks the publisher again for the frames a gap still misses (each once). */
+  private nack(key: number): void {
+    const o = this.orders.get(key);
+    if (!o || o.next === undefined) return;
+    o.nackTimer = undefined;
+    let newest: number | undefined;
+    for (const s of o.held.keys()) if (newest === undefined || seqNewer(s, newest)) newest = s;
+    if (newest === undefined) return;
+    const missing: number[] = [];
+    for (let s = o.next; s !== newest && missing.length < 64; s = (s + 1) >>> 0) {
+      if (!o.held.has(s) && !o.nacked.has(s)) missing.push(s);
+    }
+    if (!missing.length) return;
+    for (const s of missing) o.nacked.add(s);
+    this.counters.nacked += missing.length;
+    this.sendControl({ t: "nack", track: key & 0xff, sequences: missing, slot: key >> 8 });
+  }
+
+  private flushHeld(key: number, o: TrackOrder): void {
+    for (let f = o.held.get(o.next!); f; f = o.held.get(o.next!)) {
+      o.held.delete(o.next!);
+      this.deliver(f);
+      o.next = (o.next! + 1) >>> 0;
+    }
+    if (o.held.size === 0) {
+      clearTimeout(o.timer);
+      clearTimeout(o.nackTimer);
+      o.timer = o.nackTimer = undefined;
+      o.nacked.clear();
+    }
+  }
+
+  /** The gap was waited out: go on from the oldest frame held. */
+  private skipGap(key: number): void {
+    const o = this.orders.get(key);
+    if (!o) return;
+    if (o.timer) clearTimeout(o.timer);
+    o.timer = undefined;
+    let oldest: number | undefined;
+    for (const s of o.held.keys()) if (oldest === undefined || seqNewer(oldest, s)) oldest = s;
+    if (oldest === undefined) return;
+    if (o.next !== undefined) this.counters.lost += (oldest - o.next) >>> 0;
+    o.next = oldest;
+    this.flushHeld(key, o);
+    if (o.held.size) o.timer = setTimeout(() => this.skipGap(key), this.reorderMs);
+  }
+
+  private deliver(f: MediaFrame): void {
+    this.counters.framesReceived++;
+    this.emit("frame", f);
+  }
+
+  private resetSource(slot: number): void {
+    this.reassemblers.delete(slot);
+    for (const [key, o] of this.orders) {
+      if (key >> 8 !== slot) continue;
+      clearTimeout(o.timer);
+      clearTimeout(o.nackTimer);
+      this.orders.delete(key);
+    }
+  }
+
+  /** Ends the session once: stops timers, closes the transport, emits `closed`. */
+  private finish(reason: CloseReason): void {
+    if (this.closedReason) return;
+    this.closedReason = reason;
+    this.isConnected = false;
+    clearInterval(this.pingTimer);
+    clearTimeout(this.paceTimer);
+    for (const o of this.orders.values()) {
+      clearTimeout(o.timer);
+      clearTimeout(o.nackTimer);
+    }
+    this.history.clear();
+    this.audioQueue.length = 0;
+    this.videoQueue.length = 0;
+    try { this.wt.close({ closeCode: 0, reason: "" }); } catch { /* already closed */ }
+    this.emit("closed", reason);
+  }
+}

@@ -1,0 +1,62 @@
+// Loss recovery in real Chromium: the consultant's QUIC path to the media node goes through the
+// userspace impairment relay (this kernel has no netem) with 3 % random loss on its downlink.
+// Frames that cannot be completed make the receiver ask for a keyframe; video keeps playing,
+// the page reports the loss, and the sender's bitrate adapts. The page is pointed at the relay
+// by rewriting the node URL in its GET /v1/join answer (a test-only interception; the page has
+// no way to take a node address from anywhere else).
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import type { Browser } from "playwright-core";
+import { startStack, type Stack } from "../../scripts/stack.ts";
+import { ImpairmentRelay } from "../support/impairment-relay.ts";
+import { joinUrlOf, launchChromium, newConsultation, newPage, openAndJoin, sleep, stackLog, stats, waitState } from "./support.ts";
+
+const t = suite("browser call through 3 % downlink loss");
+let stack: Stack;
+let browser: Browser;
+let relay: ImpairmentRelay;
+
+t.before(async () => {
+  stack = await startStack({ log: stackLog });
+  browser = await launchChromium();
+  relay = await ImpairmentRelay.start({ target: { port: stack.node.port }, profile: { name: "loss3", down: { loss: 0.03 } }, seed: 7 });
+});
+
+t.after(async () => {
+  await browser?.close().catch(() => undefined);
+  await relay?.close();
+  await stack?.stop();
+});
+
+t("video recovers from lost frames with keyframe requests and keeps playing", async () => {
+  const c = await newConsultation(stack.edgeUrl, stack.clinicApiKey);
+  const a = await newPage(browser);
+  const b = await newPage(browser);
+  await b.route("**/v1/join", async (route) => {
+    const res = await route.fetch();
+    const body = await res.json();
+    body.node.url = body.node.url.replace(`:${stack.node.port}/`, `:${relay.port}/`);
+    await route.fulfill({ response: res, json: body });
+  });
+  await openAndJoin(a, joinUrlOf(c, "requester"));
+  await openAndJoin(b, joinUrlOf(c, "consultant"));
+  assert.is(await waitState(b, ["call", "error"], 30_000), "call");
+  assert.is(await waitState(a, ["call", "error"], 30_000), "call");
+  await sleep(2000);
+  const s0 = await stats(b);
+  await sleep(8000);
+  const s1 = await stats(b);
+  const relayStats = relay.stats();
+  const fps = (s1.recv.framesRendered - s0.recv.framesRendered) / 8;
+  const kfr = s1.recv.keyframeRequests - s0.recv.keyframeRequests;
+  const lost = s1.transport.lost - s0.transport.lost;
+  console.log(`  consultant: rendered ${fps.toFixed(1)} fps, ${kfr} keyframe requests, ${lost} frames lost, relay dropped ${relayStats.down.dropped}/${relayStats.down.packets} down, quality "${await b.textContent("#quality-text")}"`);
+  assert.ok(relayStats.down.dropped > 0, "the relay did drop packets");
+  assert.ok(lost > 0, "the session saw frames it could not complete");
+  assert.ok(kfr > 0, "the receiver asked for keyframes");
+  assert.ok(fps >= 8, `video keeps playing (${fps.toFixed(1)} fps)`);
+  const a1 = await stats(a);
+  assert.ok(a1.send.keyframes >= 2, "the sender answered with keyframes");
+});
+
+t.run();

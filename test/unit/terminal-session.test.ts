@@ -1,0 +1,232 @@
+// TerminalSession's receive path without a network: a scripted stand-in for WebTransport (a
+// mock, as Node 20 has no WebTransport) delivers datagrams and reliable objects in chosen
+// orders, so reordering across the two paths, gap skipping and nack are checked exactly.
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { TerminalSession } from "../../src/terminal/session.ts";
+import { decodeTerminalMessage, encodeControl, type NodeMessage, type TerminalMessage } from "../../src/protocol/control.ts";
+import { frame, FrameDecoder } from "../../src/protocol/framing.ts";
+import { encodeObject, fragmentFrame } from "../../src/protocol/media.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function pipe<T>() {
+  let ctl!: ReadableStreamDefaultController<T>;
+  const readable = new ReadableStream<T>({ start: (c) => { ctl = c; } });
+  return { readable, push: (v: T) => ctl.enqueue(v) };
+}
+
+/** The node's side of one session, driven by the test. */
+class FakeNode {
+  readonly fromTerminal: TerminalMessage[] = [];
+  readonly sentDatagrams: Uint8Array[] = [];
+  control = pipe<Uint8Array>();
+  datagrams = pipe<Uint8Array>();
+  incomingUni = pipe<ReadableStream<Uint8Array>>();
+  objects?: ReturnType<typeof pipe<Uint8Array>>;
+  closed = false;
+  private closeResolve!: (v: WebTransportCloseInfo) => void;
+  readonly WebTransport: typeof WebTransport;
+
+  constructor(welcome: Partial<Extract<NodeMessage, { t: "welcome" }>> = {}) {
+    const node = this;
+    const dec = new FrameDecoder();
+    const closedP = new Promise<WebTransportCloseInfo>((r) => { this.closeResolve = r; });
+    class FakeWT {
+      ready = Promise.resolve();
+      closed = closedP;
+      datagrams = {
+        maxDatagramSize: 1200,
+        readable: node.datagrams.readable,
+        writable: new WritableStream<Uint8Array>({ write: (d) => { node.sentDatagrams.push(d); } }),
+      };
+      incomingUnidirectionalStreams = node.incomingUni.readable;
+      incomingBidirectionalStreams = new ReadableStream();
+      constructor(readonly url: string) {}
+      async createBidirectionalStream() {
+        return {
+          readable: node.control.readable,
+          writable: new WritableStream<Uint8Array>({
+            write: (chunk) => {
+              for (const f of dec.push(chunk)) {
+                const m = decodeTerminalMessage(f);
+                node.fromTerminal.push(m);
+                if (m.t === "join") {
+                  node.send({
+                    t: "welcome", v: 1, sessionId: "s1", consultationId: "c1", groupId: "g1",
+                    self: { terminalId: "t1", role: "requester", slot: 1 }, members: [], maxDatagramSize: 1200, pingIntervalMs: 60_000,
+                    ...welcome,
+                  } as NodeMessage);
+                }
+              }
+            },
+          }),
+        };
+      }
+      async createUnidirectionalStream() {
+        return new WritableStream<Uint8Array>();
+      }
+      close() {
+        node.closed = true;
+        node.closeResolve({ closeCode: 0, reason: "" });
+      }
+    }
+    this.WebTransport = FakeWT as unknown as typeof WebTransport;
+  }
+
+  send(msg: NodeMessage) {
+    this.control.push(frame(encodeControl(msg)));
+  }
+
+  /** A frame from slot 2 as datagrams (or only some of its fragments). */
+  datagramFrame(seq: number, size: number, only?: number[]) {
+    const frags = fragmentFrame({ flags: 0, track: 1, source: 2, sequence: seq, timestamp: seq }, body(seq, size), 1200);
+    frags.forEach((d, i) => { if (!only || only.includes(i)) this.datagrams.push(d); });
+  }
+
+  /** A frame from slot 2 as a reliable object. */
+  objectFrame(seq: number, size: number) {
+    if (!this.objects) {
+      this.objects = pipe<Uint8Array>();
+      this.incomingUni.push(this.objects.readable);
+    }
+    this.objects.push(frame(encodeObject({ flags: 2, track: 1, source: 2, sequence: seq, timestamp: seq }, body(seq, size))));
+  }
+}
+
+function body(seq: number, size: number) {
+  return new Uint8Array(size).map((_, i) => (i * 7 + seq) & 0xff);
+}
+
+async function open(opts: { reorderMs?: number; nackDelayMs?: number } = {}) {
+  const node = new FakeNode();
+  const s = await TerminalSession.connect({ url: "https://fake/v1/session", token: "a.b.c", WebTransport: node.WebTransport, ...opts });
+  const got: number[] = [];
+  s.on("frame", (f) => {
+    assert.equal(f.payload, body(f.header.sequence, f.payload.length));
+    got.push(f.header.sequence);
+  });
+  await sleep(5);
+  return { node, s, got };
+}
+
+test("connect sends join with the token and resolves on welcome", async () => {
+  const { node, s } = await open();
+  const join = node.fromTerminal[0] as Extract<TerminalMessage, { t: "join" }>;
+  assert.is(join.t, "join");
+  assert.is(join.token, "a.b.c");
+  assert.is(join.maxDatagramSize, 1200);
+  assert.is(s.self.slot, 1);
+  await s.leave();
+  assert.ok(node.fromTerminal.some((m) => m.t === "bye"));
+  assert.ok(node.closed);
+});
+
+test("an error instead of welcome rejects connect with its reason", async () => {
+  const node = new FakeNode();
+  const orig = node.send.bind(node);
+  node.send = (m) => orig(m.t === "welcome" ? { t: "error", code: "groupFull", message: "full" } : m);
+  try {
+    await TerminalSession.connect({ url: "https://fake/v1/session", token: "x", WebTransport: node.WebTransport });
+    assert.unreachable();
+  } catch (err) {
+    assert.is((err as { reason: string }).reason, "groupFull");
+  }
+});
+
+test("a reliable frame overtaken by later datagram frames is still delivered first", async () => {
+  const { node, s, got } = await open();
+  node.datagramFrame(0, 500);
+  await sleep(5);
+  node.datagramFrame(2, 3000);
+  node.datagramFrame(3, 100);
+  await sleep(10);
+  assert.equal(got, [0], "held behind the gap");
+  node.objectFrame(1, 50_000);
+  await sleep(10);
+  assert.equal(got, [0, 1, 2, 3]);
+  assert.is(s.counters.lost, 0);
+  await s.leave();
+});
+
+test("when the first frame seen is not 0, earlier frames on the other path get a window to arrive", async () => {
+  const { node, s, got } = await open({ reorderMs: 300 });
+  node.datagramFrame(11, 100);
+  await sleep(10);
+  node.objectFrame(10, 100);
+  await sleep(350);
+  assert.equal(got, [10, 11]);
+  await s.leave();
+});
+
+test("a gap is asked for with nack once, then skipped after the reorder window and counted lost", async () => {
+  const { node, s, got } = await open({ reorderMs: 400, nackDelayMs: 10 });
+  node.datagramFrame(0, 100);
+  node.datagramFrame(1, 3000, [0, 2]); // fragment 1 of 3 lost
+  node.datagramFrame(2, 100);
+  node.datagramFrame(3, 100);
+  await sleep(40);
+  assert.equal(got, [0]);
+  const nacks = node.fromTerminal.filter((m) => m.t === "nack");
+  assert.equal(nacks, [{ t: "nack", track: 1, sequences: [1], slot: 2 }]);
+  await sleep(450);
+  assert.equal(got, [0, 2, 3]);
+  assert.is(s.counters.lost, 1);
+  node.objectFrame(1, 3000); // too late now
+  await sleep(10);
+  assert.equal(got, [0, 2, 3]);
+  assert.is(s.counters.late, 1);
+  await s.leave();
+});
+
+test("a nack from the node makes the sender re-send what it still holds, as reliable objects", async () => {
+  const node = new FakeNode();
+  const written: Uint8Array[] = [];
+  const s = await TerminalSession.connect({ url: "https://fake/v1/session", token: "t", WebTransport: node.WebTransport });
+  (s as any).wt.createUnidirectionalStream = async () => new WritableStream<Uint8Array>({ write: (c) => { written.push(c); } });
+  const seqs = [0, 1, 2].map((i) => s.sendFrame(1, body(i, 2000)));
+  await sleep(5);
+  assert.ok(node.sentDatagrams.length >= 6, "sent as datagrams first");
+  node.send({ t: "nack", track: 1, sequences: [seqs[1]!, 99], slot: 2 });
+  await sleep(20);
+  assert.is(written.length, 1, "one object: the frame it holds");
+  const dec = new FrameDecoder();
+  const [obj] = dec.push(written[0]!);
+  assert.is(obj![7], seqs[1]);
+  assert.is(obj![1]! & 0x02, 0x02, "flagged reliable");
+  assert.equal(obj!.subarray(20), body(1, 2000));
+  assert.is(s.counters.retransmitted, 1);
+  await s.leave();
+});
+
+test("frames over the fragment limit take the reliable stream", async () => {
+  const node = new FakeNode();
+  const s = await TerminalSession.connect({ url: "https://fake/v1/session", token: "t", WebTransport: node.WebTransport, maxDatagramFragments: 4 });
+  const objects: Uint8Array[] = [];
+  (s as any).wt.createUnidirectionalStream = async () => new WritableStream<Uint8Array>({ write: (c) => { objects.push(c); } });
+  s.sendFrame(1, new Uint8Array(5 * 1180)); // 5 fragments > 4
+  s.sendFrame(1, new Uint8Array(4 * 1180)); // 4 fragments: datagrams
+  await sleep(5);
+  assert.is(objects.length, 1);
+  assert.is(node.sentDatagrams.length, 4);
+  await s.leave();
+});
+
+test("datagrams are paced beyond a burst, and audio goes before video still queued", async () => {
+  const node = new FakeNode();
+  const s = await TerminalSession.connect({ url: "https://fake/v1/session", token: "t", WebTransport: node.WebTransport, maxDatagramFragments: 100, paceBytesPerSec: 20_000 });
+  s.sendFrame(1, new Uint8Array(60 * 1180)); // ~70 kB: more than the 48 kB burst
+  await sleep(2);
+  const first = node.sentDatagrams.length;
+  assert.ok(first < 60 && first >= 30, `burst ${first}`);
+  s.sendFrame(0, new Uint8Array(100));
+  await sleep(30);
+  const tracks = node.sentDatagrams.map((d) => d[2]);
+  const audioAt = tracks.indexOf(0);
+  assert.ok(audioAt >= 0, "audio sent");
+  assert.ok(tracks.slice(audioAt + 1).includes(1), "video still queued was sent after the audio");
+  assert.ok(node.sentDatagrams.length < 61, "the rest of the video is still being paced");
+  await s.leave();
+});
+
+test.run();
