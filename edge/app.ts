@@ -1,6 +1,7 @@
 // The edge as one Hono app built from its dependencies (store, config, node client, clock);
 // worker.ts and deno.ts only make those and hand requests over.
 import { Hono } from "hono";
+import { PhiCipherError } from "../src/phi-cipher.ts";
 import { routePath } from "hono/route";
 import { bearer, clientIp, identifyClinic, requireClinic } from "./auth.ts";
 import type { AppEnv, EdgeDeps } from "./context.ts";
@@ -91,6 +92,10 @@ export function createApp(given: EdgeDeps): Hono<AppEnv> {
     }
     // The error's name only: messages of lower layers may quote input.
     log(`error ${c.req.method} ${routePath(c, -1)}: ${err?.name ?? "Error"}`);
+    if (err instanceof PhiCipherError) {
+      // A ciphertext that does not open for this record: moved, tampered, or its key retired.
+      return c.json({ error: { code: "record_unreadable", message: "the record's protected fields cannot be read" } }, 500);
+    }
     return c.json({ error: { code: "internal", message: "internal error" } }, 500);
   });
 

@@ -171,6 +171,9 @@ export async function createConsultation(deps: EdgeDeps, who: ClinicPrincipal, b
     }
     await store.batch(queries);
   } catch (err) {
+    // A write reported as failed may still have landed (a lost answer): then it stands.
+    const landed = await store.db.selectFrom("consultations").selectAll().where("id", "=", id).where("clinic_id", "=", clinicId).executeTakeFirst().catch(() => undefined);
+    if (landed) return { status: 201 as const, body: await createdView(deps, landed) };
     // Nothing was recorded: release the group so the node does not keep it.
     await deps.nodeApi.closeGroup({ id: node.id, apiUrl: node.apiUrl }, groupId, "placementAborted");
     if (idempotencyKey && isUniqueViolation(err)) {
@@ -295,6 +298,7 @@ export async function endConsultation(deps: EdgeDeps, who: ClinicPrincipal, id: 
       .set({ status: "ended", ended_at: now, end_reason: "consultationEnded" })
       .where("id", "=", id)
       .where("clinic_id", "=", who.clinicId)
+      .where("status", "!=", "ended")
       .compile(),
     store.db.updateTable("tokens").set({ revoked_at: now }).where("consultation_id", "=", id).where("clinic_id", "=", who.clinicId).where("revoked_at", "is", null).compile(),
     auditQuery(store, { clinicId: who.clinicId, consultationId: id, at: now, actor, action: "end" }),

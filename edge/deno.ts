@@ -1,5 +1,7 @@
 // Deno adapter: Deno.serve on EDGE_HOST:EDGE_PORT, SQLite file at DB_PATH (node:sqlite),
 // migrations before the first request, and the built page (dist/public/) for non-API paths.
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
 import { createApp } from "./app.ts";
 import { loadConfig } from "./config.ts";
 import { systemClock } from "./context.ts";
@@ -64,7 +66,10 @@ async function main() {
   const env = Deno.env.toObject();
   const config = await loadConfig(env, Date.now());
   const { DatabaseSync } = (await import("node:sqlite" as string)) as { DatabaseSync: new (path: string) => DatabaseSyncLike };
-  const raw = new DatabaseSync(env.DB_PATH ?? "huizhen.sqlite");
+  // Default beside the other local state, which git ignores.
+  const dbPath = env.DB_PATH ?? ".huizhen/edge-deno.sqlite";
+  mkdirSync(dirname(dbPath), { recursive: true });
+  const raw = new DatabaseSync(dbPath);
   const store = sqliteStore(raw);
   const applied = await migrate(store);
   if (applied.length) console.log(`migrations applied: ${applied.join(", ")}`);

@@ -32,7 +32,9 @@ function build(env: Env): Promise<Hono<AppEnv>> {
       nodeApi: fetchNodeApi({ issuer: config.issuer, keys: config.keys, timeoutMs: config.nodeTimeoutMs, now: () => Date.now() }),
       assets: env.ASSETS ? (req) => env.ASSETS!.fetch(req as never) as unknown as Promise<Response> : undefined,
       ready: async () => {
-        migrated ??= migrate(store).catch((err) => {
+        migrated ??= migrate(store).then((applied) => {
+          if (applied.length) console.info(`migrations applied: ${applied.join(", ")}`);
+        }, (err) => {
           migrated = undefined; // let the next request try again
           throw err;
         });
@@ -50,7 +52,7 @@ export default {
       app = await built;
     } catch (err) {
       built = undefined;
-      console.log(`edge configuration error: ${(err as Error)?.message ?? "unknown"}`);
+      console.error(`edge configuration error: ${(err as Error)?.message ?? "unknown"}`);
       return Response.json({ error: { code: "misconfigured", message: "the edge is not configured" } }, { status: 503 });
     }
     return app.fetch(req, {});

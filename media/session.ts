@@ -11,6 +11,7 @@ import { TokenError } from "../src/token/verify.ts";
 import type { ConsultationClaims } from "../src/token/claims.ts";
 import { MIN_DATAGRAM_SIZE, type Membership, type Relay, type RelayPeer } from "./relay/relay.ts";
 import type { TransportSession } from "./transport/quic.ts";
+import { DeliveryQueue, type QueueOptions } from "./relay/subscriber.ts";
 
 export interface SessionOptions {
   /** Time a terminal has to open the control stream and send `join`, ms. */
@@ -23,6 +24,10 @@ export interface SessionOptions {
   maxQueuedObjectBytes: number;
   /** URL path sessions must use. */
   path: string;
+  /** Datagram writes handed to the transport at once; the rest wait in the delivery queue. */
+  maxDatagramsInFlight: number;
+  /** Deadlines of the delivery queue (late media is dropped, not sent). */
+  queue: Partial<QueueOptions>;
 }
 
 export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
@@ -31,6 +36,8 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   maxQueuedDatagrams: 1024,
   maxQueuedObjectBytes: 16 * 1024 * 1024,
   path: "/v1/session",
+  maxDatagramsInFlight: 64,
+  queue: {},
 };
 
 export interface SessionDeps {
@@ -57,8 +64,12 @@ export class NodeSession implements RelayPeer {
   private control?: Writer;
   private lastControlWrite: Promise<unknown> = Promise.resolve();
   private readonly datagramWriter: Writer;
-  private queuedDatagrams = 0;
-  private readonly datagramDone = () => { this.queuedDatagrams--; };
+  private inFlight = 0;
+  private readonly queue: DeliveryQueue;
+  private readonly datagramDone = () => {
+    this.inFlight--;
+    if (this.queue.size) this.pump();
+  };
   private mediaOut?: Writer;
   private mediaOutOpening?: Promise<void>;
   private mediaQueue: Uint8Array[] = [];
@@ -72,6 +83,9 @@ export class NodeSession implements RelayPeer {
     this.maxDatagramSize = t.maxDatagramSize;
     this.datagramWriter = t.datagrams.writable.getWriter();
     this.datagramWriter.closed.catch(() => {});
+    this.queue = new DeliveryQueue((d) => this.membership?.policy.dropped(d[3]!, d), {
+      maxItems: this.opts.maxQueuedDatagrams, ...this.opts.queue,
+    });
   }
 
   /** Runs the session until it ends; never rejects. */
@@ -167,10 +181,26 @@ export class NodeSession implements RelayPeer {
   }
 
   sendDatagram(bytes: Uint8Array): boolean {
-    if (this.closing || this.queuedDatagrams >= this.opts.maxQueuedDatagrams) return false;
-    this.queuedDatagrams++;
-    this.datagramWriter.write(bytes).then(this.datagramDone, this.datagramDone);
+    if (this.closing) return false;
+    if (this.inFlight < this.opts.maxDatagramsInFlight && this.queue.size === 0) {
+      this.inFlight++;
+      this.datagramWriter.write(bytes).then(this.datagramDone, this.datagramDone);
+      return true;
+    }
+    if (!this.queue.push(bytes, performance.now())) return false;
+    this.pump();
     return true;
+  }
+
+  /** Hands queued datagrams to the transport, audio first, dropping what is too late. */
+  private pump(): void {
+    const now = performance.now();
+    while (!this.closing && this.inFlight < this.opts.maxDatagramsInFlight) {
+      const d = this.queue.shift(now);
+      if (!d) return;
+      this.inFlight++;
+      this.datagramWriter.write(d).then(this.datagramDone, this.datagramDone);
+    }
   }
 
   sendObject(bytes: Uint8Array): boolean {

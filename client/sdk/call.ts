@@ -8,7 +8,7 @@ import { Emitter } from "./emitter.ts";
 import { HuizhenError } from "./errors.ts";
 import { openSession, type Member, type SessionLike } from "./session.ts";
 import { captureStill, parseStill, requestPayload, STILL_CHUNK_BYTES, StillAssembler, stillChunks, type StillImage } from "./still.ts";
-import { bitrateFor, VideoPublisher, VideoReceiver } from "./video.ts";
+import { bitrateFor, decodableVideoCodecs, VideoPublisher, VideoReceiver } from "./video.ts";
 
 export interface CallStats {
   at: number;
@@ -20,7 +20,7 @@ export interface CallStats {
   recv: {
     videoKbps: number; audioKbps: number; fps: number; decodedFps: number; width: number; height: number;
     lossPct: number; latencyMs?: number; latencyP95Ms?: number; jitterBufferMs: number; audioBufferMs: number; transitP50Ms?: number; transitP95Ms?: number; audioTransitP50Ms?: number; audioTransitP95Ms?: number;
-    framesDecoded: number; framesRendered: number; audioPacketsDecoded: number; keyframeRequests: number; decodeErrors: number; decodeQueue: number;
+    framesDecoded: number; framesRendered: number; audioPacketsDecoded: number; keyframeRequests: number; decodeErrors: number; decodeQueue: number; framesSkipped: number;
   };
   clockOffsetMs: number;
   clockSynced: boolean;
@@ -119,6 +119,7 @@ export class HuizhenCall extends Emitter<CallEvents> {
   private cpuStrain = 0;
   /** The peer said it turned its camera off (signal `media-state`). */
   private cameraPaused = false;
+  private decodable: string[] = [];
   peerMicEnabled = true;
   peerCameraEnabled = true;
   private done = false;
@@ -168,6 +169,7 @@ export class HuizhenCall extends Emitter<CallEvents> {
     if (ctx.state === "suspended") void ctx.resume().catch(() => undefined);
     const session = await openSession({ url: opts.url, certHashes: opts.certHashes, token: opts.token, sdk: opts.sdk ?? "huizhen-web/0.1", timeoutMs: opts.timeoutMs });
     const call = new HuizhenCall(session, opts, ctx);
+    call.decodable = await decodableVideoCodecs();
     const v = opts.stream.getVideoTracks()[0];
     const a = opts.stream.getAudioTracks()[0];
     if (v) await call.video.start(v);
@@ -222,6 +224,7 @@ export class HuizhenCall extends Emitter<CallEvents> {
     this.connected = true;
     this.video.requestKeyframe();
     this.announceMedia();
+    this.announceCodecs();
     if (first) {
       this.emit("connection-success", { members });
       this.syncClock(0);
@@ -260,6 +263,9 @@ export class HuizhenCall extends Emitter<CallEvents> {
     const body = (sig.body ?? {}) as Record<string, unknown>;
     if (sig.kind === "clock" && typeof body.t0 === "number") {
       this.session.sendSignal?.("clock-reply", { t0: body.t0, t1: nowUs() });
+    } else if (sig.kind === "codecs" && Array.isArray(body.video)) {
+      const video = body.video.filter((c): c is string => typeof c === "string").slice(0, 16);
+      if (video.length) this.video.setAllowedCodecs(video);
     } else if (sig.kind === "media-state") {
       this.peerCameraEnabled = body.camera !== false;
       this.peerMicEnabled = body.mic !== false;
@@ -331,6 +337,7 @@ export class HuizhenCall extends Emitter<CallEvents> {
         audioPacketsDecoded: this.audioRx.packetsDecoded, keyframeRequests: this.keyframeRequests,
         decodeErrors: this.videoRx.decodeErrors,
         decodeQueue: this.videoRx.decodeQueueSize,
+        framesSkipped: this.videoRx.framesSkipped,
       },
       clockOffsetMs: this.clock.offsetUs / 1000,
       clockSynced: this.clock.measured,
@@ -358,22 +365,28 @@ export class HuizhenCall extends Emitter<CallEvents> {
   }
 
   /**
-   * CPU adaptation: when the encoder cannot keep up with the camera at 1080p for a few seconds
-   * (slow machine, or busy), the camera is asked for 720p, which costs less than half the work.
+   * CPU adaptation: when the encoder cannot keep up with the camera for a few seconds (slow or
+   * busy machine, or a costly codec the peer forced), the camera is asked for the next smaller
+   * size (1080p → 720p → 540p → 360p); each step roughly halves the work.
    */
   private adaptCpu(stats: CallStats): void {
     const track = this.opts.stream.getVideoTracks()[0];
-    if (!track || !this.video.enabled || stats.send.height < 1080 || this.opts.cpuAdaptation === false) {
+    if (!track || !this.video.enabled || stats.send.height <= 360 || this.opts.cpuAdaptation === false) {
       this.cpuStrain = 0;
       return;
     }
     const cameraFps = track.getSettings().frameRate ?? 30;
-    const strained = this.video.encodeMs > 1000 / cameraFps || stats.send.fps < cameraFps * 0.6;
+    // Full HD gives way at moderate strain; 720p and below only when the video is barely moving.
+    const hd = stats.send.height >= 1080;
+    const strained = hd
+      ? this.video.encodeMs > 1000 / cameraFps || stats.send.fps < cameraFps * 0.6
+      : this.video.encodeMs > 2000 / cameraFps && stats.send.fps < cameraFps * 0.4;
     this.cpuStrain = strained ? this.cpuStrain + 1 : 0;
-    if (this.cpuStrain >= 3) {
+    if (this.cpuStrain >= (hd ? 3 : 5)) {
       this.cpuStrain = 0;
-      void track.applyConstraints(videoConstraints(track.getSettings().deviceId, 720)).catch(() => undefined);
-      this.emit("error", new HuizhenError("cpuLimited", "This computer cannot encode Full HD fast enough; sending 720p instead."));
+      const next = stats.send.height > 720 ? 720 : stats.send.height > 540 ? 540 : 360;
+      void track.applyConstraints(videoConstraints(track.getSettings().deviceId, next)).catch(() => undefined);
+      this.emit("error", new HuizhenError("cpuLimited", `This computer cannot encode ${stats.send.height}p fast enough; sending ${next}p instead.`));
     }
   }
 
@@ -505,6 +518,13 @@ export class HuizhenCall extends Emitter<CallEvents> {
     } catch { /* closing */ }
   }
 
+  /** Tells the peer which video codecs we can decode; it encodes only those. */
+  private announceCodecs(): void {
+    try {
+      this.session.sendSignal?.("codecs", { video: this.decodable });
+    } catch { /* closing */ }
+  }
+
   setCameraEnabled(on: boolean): void {
     this.cameraEnabled = on;
     this.video.enabled = on;
@@ -580,7 +600,7 @@ export async function digestHex(blob: Blob): Promise<string> {
 }
 
 export function videoConstraints(deviceId: string | undefined, height: number): MediaTrackConstraints {
-  const h = height >= 1080 ? 1080 : 720;
+  const h = height >= 1080 ? 1080 : height >= 720 ? 720 : height >= 540 ? 540 : 360;
   return {
     ...(deviceId ? { deviceId: { exact: deviceId } } : {}),
     width: { ideal: Math.round((h * 16) / 9) },

@@ -5,6 +5,8 @@
 import { nowUs } from "./clock.ts";
 
 const KIND_DELTA = 0;
+/** Frames waiting in the decoder beyond which the receiver skips ahead to a keyframe. */
+const MAX_DECODE_BACKLOG = 4;
 const KIND_KEY = 1;
 
 /** Codec candidates in order of preference; the first the browser can encode at the size wins. */
@@ -25,8 +27,20 @@ export interface EncodedVideo {
   captureUs: number;
 }
 
-export async function pickVideoCodec(width: number, height: number, bitrate: number, prefer?: string): Promise<VideoEncoderConfig | undefined> {
-  const list = prefer ? [prefer, ...VIDEO_CODECS.filter((c) => c !== prefer)] : [...VIDEO_CODECS];
+/** Codecs this browser can decode (announced to the peer, which encodes only those). */
+export async function decodableVideoCodecs(): Promise<string[]> {
+  const out: string[] = [];
+  for (const codec of VIDEO_CODECS) {
+    try {
+      if ((await VideoDecoder.isConfigSupported({ codec, codedWidth: 1280, codedHeight: 720 })).supported) out.push(codec);
+    } catch { /* not this one */ }
+  }
+  return out;
+}
+
+export async function pickVideoCodec(width: number, height: number, bitrate: number, prefer?: string, allowed?: readonly string[]): Promise<VideoEncoderConfig | undefined> {
+  let list: string[] = prefer ? [prefer, ...VIDEO_CODECS.filter((c) => c !== prefer)] : [...VIDEO_CODECS];
+  if (allowed) list = list.filter((c) => allowed.includes(c));
   for (const codec of list) {
     const config: VideoEncoderConfig = {
       codec, width, height, bitrate, framerate: 30, latencyMode: "realtime",
@@ -100,6 +114,7 @@ export class VideoPublisher {
   private lastKeyAt = 0;
   private stopped = false;
   private maxBitrate = Infinity;
+  private allowedCodecs: string[] | undefined;
   enabled = true;
   framesEncoded = 0;
   framesDropped = 0;
@@ -125,6 +140,15 @@ export class VideoPublisher {
 
   requestKeyframe(): void {
     this.forceKey = true;
+  }
+
+  /** The peer can decode only these: switch codec at the next frame if the current one is not among them. */
+  setAllowedCodecs(codecs: string[]): void {
+    this.allowedCodecs = codecs;
+    if (this.codec && !codecs.includes(this.codec)) {
+      this.codec = "";
+      this.width = 0; // forces a reconfigure at the next frame
+    }
   }
 
   /** Caps the encoder bitrate (network adaptation); applies at the next frame. */
@@ -191,7 +215,7 @@ export class VideoPublisher {
   private async configure(width: number, height: number): Promise<void> {
     if (this.encoder && this.encoder.state !== "closed") this.encoder.close();
     const bitrate = Math.min(bitrateFor(height), this.maxBitrate);
-    const config = await pickVideoCodec(width, height, bitrate, this.opts.codec ?? (this.codec || undefined));
+    const config = await pickVideoCodec(width, height, bitrate, this.opts.codec ?? (this.codec || undefined), this.allowedCodecs);
     if (!config) throw new Error(`No video codec can encode ${width}×${height} in this browser.`);
     this.encoder = new VideoEncoder({
       output: (chunk) => this.onChunk(chunk),
@@ -273,6 +297,8 @@ export class VideoReceiver {
   framesDecoded = 0;
   framesRendered = 0;
   framesLost = 0;
+  /** Frames skipped because the decoder fell behind. */
+  framesSkipped = 0;
   decodeErrors = 0;
   bytesReceived = 0;
   width = 0;
@@ -310,6 +336,12 @@ export class VideoReceiver {
       }
       this.waitingForKey = false;
     } else if (this.waitingForKey || !this.decoder) {
+      this.events.needKeyframe();
+      return;
+    } else if (this.decoder.decodeQueueSize > MAX_DECODE_BACKLOG) {
+      // The decoder fell behind (busy CPU): rather than play ever later, skip to a keyframe.
+      this.framesSkipped++;
+      this.waitingForKey = true;
       this.events.needKeyframe();
       return;
     }

@@ -5,6 +5,7 @@ import { cors } from "hono/cors";
 import { createLocalJWKSet, decodeJwt } from "jose";
 import { nodeAudience } from "../../src/token/claims.ts";
 import { TokenError, verifyConsultationToken } from "../../src/token/verify.ts";
+import { auditQuery } from "../audit.ts";
 import { bearer } from "../auth.ts";
 import { readDetails } from "../records.ts";
 import type { AppEnv, EdgeDeps } from "../context.ts";
@@ -62,6 +63,7 @@ export function joinRoutes(app: Hono<AppEnv>, deps: EdgeDeps) {
     if (!me) throw invalid();
     const node = await store.db.selectFrom("nodes").select(["url", "cert_hashes"]).where("id", "=", cons.node_id).executeTakeFirst();
     const { reason } = await readDetails(deps, cons);
+    await store.batch([auditQuery(store, { clinicId: cons.clinic_id, consultationId: cons.id, at: now, actor: { type: "terminal", id: me.terminal_id }, action: "read", terminalId: me.terminal_id, detail: { via: "join" } })]);
     c.header("cache-control", "no-store");
     return c.json({
       consultationId: cons.id,

@@ -78,6 +78,14 @@ export function nodeRoutes(app: Hono<AppEnv>, deps: EdgeDeps) {
     const { events } = parse(eventsBody, await requireJson(c.req.raw, EVENTS_BODY_LIMIT));
     let applied = 0;
     const rejected: { index: number; field?: string }[] = [];
+    // A retried batch is mostly events seen before: find those in one query.
+    const ids = events.map((e) => (e as { id?: unknown })?.id).filter((id): id is string => typeof id === "string" && id.length <= 128);
+    const seen = new Set<string>();
+    for (let i = 0; i < ids.length; i += 90) {
+      // D1 binds at most 100 parameters per statement.
+      const rows = await store.db.selectFrom("node_events").select("id").where("node_id", "=", nodeId).where("id", "in", ids.slice(i, i + 90)).execute();
+      for (const r of rows) seen.add(r.id);
+    }
     for (const [index, raw] of events.entries()) {
       let e: NodeEvent;
       try {
@@ -90,6 +98,8 @@ export function nodeRoutes(app: Hono<AppEnv>, deps: EdgeDeps) {
         }
         throw err;
       }
+      if (seen.has(e.id)) continue;
+      seen.add(e.id); // the same id twice in one batch counts once
       if (await applyEvent(deps, nodeId, e)) applied++;
     }
     if (rejected.length) deps.log?.(`node ${nodeId}: ${rejected.length} malformed event(s) dropped`);

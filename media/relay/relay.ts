@@ -8,6 +8,7 @@ import { CLOSE_MESSAGES } from "../../src/protocol/codes.ts";
 import { HEADER_BYTES, peekTrack } from "../../src/protocol/media.ts";
 import type { GroupAttributes, Role } from "../../src/types.ts";
 import { randomId, timingSafeEqual } from "../../src/bytes.ts";
+import { SubscriberPolicy, type PolicyOptions } from "./subscriber.ts";
 
 /** One admitted session as the relay sees it. Implemented by the node's session over WebTransport. */
 export interface RelayPeer {
@@ -64,6 +65,8 @@ export interface RelayLimits {
   tombstoneMs: number;
   /** Smallest keyframe-request spacing per publisher and track, ms (requests in between are coalesced). */
   keyframeRequestSpacingMs: number;
+  /** Per-subscriber forwarding policy (media/relay/subscriber.ts). */
+  policy?: Partial<PolicyOptions>;
 }
 
 export const DEFAULT_LIMITS: RelayLimits = {
@@ -122,6 +125,10 @@ export class Membership {
   windowMalformed = 0;
   /** Loss the terminal last reported receiving (stats `loss`, 0..1). */
   reportedLoss = 0;
+  /** The terminal's round trip to the node as it last reported it, ms. */
+  rttMs = 0;
+  /** What this member receives: which frames of each publisher go to it (set by the relay). */
+  policy!: SubscriberPolicy;
   constructor(
     readonly sessionId: string,
     readonly group: Group,
@@ -290,6 +297,12 @@ export class Relay {
       randomId("ses", 12), g, member, claims.jti, resume, claims.exp, req.peer, now,
       this.limits.maxDatagramsPerSec, byteRate,
     );
+    m.policy = new SubscriberPolicy({
+      skip: (publisher, track, sequence, discardable) =>
+        m.peer.sendControl({ t: "skip", slot: publisher, track, sequences: [sequence], discardable }),
+      needKeyframe: (publisher, track) => this.askKeyframe(m, track, publisher),
+    }, this.limits.policy);
+    for (const o of g.live) o.policy?.reset(member.slot);
     g.tokens.set(claims.jti, { terminalId: claims.sub, resume, exp: claims.exp, live: m });
     g.live.push(m);
     this.sessions++;
@@ -332,6 +345,7 @@ export class Relay {
     if (g.ended) return;
     const sizeChanged = this.recomputeDatagramSize(g);
     for (const o of g.live) {
+      o.policy.reset(m.slot);
       o.peer.sendControl({ t: "peer-left", member: m.member, reason });
       if (sizeChanged) o.peer.sendControl({ t: "datagram-size", maxDatagramSize: g.datagramSize });
     }
@@ -360,18 +374,12 @@ export class Relay {
         this.leave(m, msg.reason ?? "bye");
         m.peer.close("normal");
         return;
-      case "keyframe-request": {
-        const now = this.now();
-        for (const o of g.live) {
-          if (o === m || (msg.slot !== undefined && o.slot !== msg.slot)) continue;
-          const key = (o.slot << 8) | msg.track;
-          const last = g.keyframeAsked.get(key);
-          if (last !== undefined && now - last < this.limits.keyframeRequestSpacingMs) continue; // coalesced
-          g.keyframeAsked.set(key, now);
-          o.peer.sendControl({ t: "keyframe-request", track: msg.track, slot: m.slot });
-        }
+      case "keyframe-request":
+        this.askKeyframe(m, msg.track, msg.slot);
         return;
-      }
+      case "receive-report":
+        this.onReceiveReport(m, msg);
+        return;
       case "nack":
         // Only to the publisher named; the retransmission comes back as reliable objects.
         for (const o of g.live) {
@@ -394,6 +402,47 @@ export class Relay {
         this.refuse(m, "protocolError");
         return;
     }
+  }
+
+  /** Asks publishers (one slot, or all but `m`) for a keyframe; coalesced per publisher and track. */
+  askKeyframe(m: Membership, track: number, slot?: number): void {
+    const now = this.now();
+    const g = m.group;
+    for (const o of g.live) {
+      if (o === m || (slot !== undefined && o.slot !== slot)) continue;
+      const key = (o.slot << 8) | track;
+      const last = g.keyframeAsked.get(key);
+      if (last !== undefined && now - last < this.limits.keyframeRequestSpacingMs) continue; // coalesced
+      g.keyframeAsked.set(key, now);
+      o.peer.sendControl({ t: "keyframe-request", track, slot: m.slot });
+    }
+  }
+
+  /**
+   * A subscriber's feedback about one publisher: updates that path's estimate, tells the
+   * publisher how it is received and what to aim at (the lowest estimate among its
+   * subscribers: one encoding serves them all), and tells the subscriber what it receives.
+   */
+  private onReceiveReport(m: Membership, r: Extract<TerminalMessage, { t: "receive-report" }>): void {
+    const g = m.group;
+    const pub = g.live.find((o) => o !== m && o.slot === r.slot);
+    if (r.rttMs !== undefined) m.rttMs = r.rttMs;
+    m.reportedLoss = r.loss;
+    if (!pub) return;
+    const estimate = Math.round(m.policy.onReport(r));
+    const path = m.policy.path(r.slot);
+    const dropped = path.dropped;
+    path.dropped = 0;
+    let target = Infinity;
+    for (const o of g.live) {
+      if (o === pub) continue;
+      const p = o.policy.paths.get(pub.slot);
+      if (p && p.reports > 0) target = Math.min(target, p.estimateKbps);
+    }
+    const kbps = Math.round((r.bytes * 8) / Math.max(1, r.intervalMs));
+    const common = { estimateKbps: estimate, kbps, loss: r.loss, delayMs: r.delayMs, dropped };
+    pub.peer.sendControl({ t: "quality", slot: m.slot, direction: "send", ...common, targetKbps: Math.round(target), rttMs: m.rttMs });
+    m.peer.sendControl({ t: "quality", slot: pub.slot, direction: "receive", ...common, rttMs: pub.rttMs });
   }
 
   // --- forwarding (hot path) ----------------------------------------------------------
@@ -422,9 +471,12 @@ export class Relay {
     if (!this.take(m, d.length)) return;
     d[3] = m.member.slot;
     const live = g.live;
+    const count = (d[10]! << 8) | d[11]!;
+    const frameBytes = count > 1 ? count * Math.max(d.length, g.datagramSize) : d.length;
     for (let i = 0; i < live.length; i++) {
       const o = live[i]!;
       if (o === m) continue;
+      if (o.policy.decide(m.slot, d, frameBytes, this.clock) === "drop") continue;
       if (d.length > o.peer.maxDatagramSize || !o.peer.sendDatagram(d)) {
         o.counters.queueDropped++;
         continue;
@@ -455,6 +507,7 @@ export class Relay {
     obj[3] = m.member.slot;
     for (const o of m.group.live) {
       if (o === m) continue;
+      if (o.policy.decide(m.slot, obj, obj.length, this.clock) === "drop") continue;
       if (!o.peer.sendObject(obj)) {
         o.counters.queueDropped++;
         continue;

@@ -37,6 +37,25 @@ export interface ByeMessage { t: "bye"; reason?: string }
  * node → terminal: `slot` is the member asking. The publisher re-sends them on its reliable stream.
  */
 export interface NackMessage { t: "nack"; track: number; sequences: number[]; slot: number }
+/**
+ * Receiver feedback about one publisher's media over the last interval (docs/protocol.md §10):
+ * the node's per-subscriber bandwidth estimate and the publisher's target come from it.
+ */
+export interface ReceiveReportMessage {
+  t: "receive-report";
+  /** The publisher reported on. */
+  slot: number;
+  intervalMs: number;
+  /** Media bytes received from it over datagrams. */
+  bytes: number;
+  /** Datagrams lost on the path, 0..1. */
+  loss: number;
+  /** Queueing delay (one-way delay above its recent minimum), ms. */
+  delayMs: number;
+  jitterMs?: number;
+  /** The reporter's round trip to the node, ms. */
+  rttMs?: number;
+}
 
 // Node → terminal
 export interface WelcomeMessage {
@@ -62,15 +81,36 @@ export interface PeerJoinedMessage { t: "peer-joined"; member: Member }
 export interface PeerLeftMessage { t: "peer-left"; member: Member; reason: string }
 export interface PongMessage { t: "pong"; n: number; ts?: number }
 export interface PeerStatsMessage { t: "peer-stats"; from: number; report: Record<string, number | string> }
+/** Frames the node chose not to forward to this terminal: skip them, do not wait or nack. */
+export interface SkipMessage { t: "skip"; slot: number; track: number; sequences: number[]; discardable: boolean }
+/**
+ * Quality of one direction between this terminal and another member. `send`: how `slot`
+ * receives this terminal's media, with `targetKbps` (what this terminal's encoders should aim
+ * at); `receive`: how this terminal receives `slot`'s media.
+ */
+export interface QualityMessage {
+  t: "quality";
+  slot: number;
+  direction: "send" | "receive";
+  estimateKbps: number;
+  kbps: number;
+  loss: number;
+  delayMs: number;
+  targetKbps?: number;
+  rttMs?: number;
+  /** Video frames the node dropped on this path since the last report. */
+  dropped?: number;
+}
 export interface EndedMessage { t: "ended"; reason: CloseReason }
 export interface ErrorMessage { t: "error"; code: CloseReason; message: string }
 
 export type TerminalMessage =
-  | JoinMessage | PingMessage | KeyframeRequestMessage | SignalMessage | StatsMessage | ByeMessage | NackMessage;
+  | JoinMessage | PingMessage | KeyframeRequestMessage | SignalMessage | StatsMessage | ByeMessage | NackMessage
+  | ReceiveReportMessage;
 export type NodeMessage =
   | WelcomeMessage | ConnectedMessage | PeerJoinedMessage | PeerLeftMessage | PongMessage
   | KeyframeRequestMessage | SignalMessage | PeerStatsMessage | EndedMessage | ErrorMessage
-  | DatagramSizeMessage | NackMessage;
+  | DatagramSizeMessage | NackMessage | SkipMessage | QualityMessage;
 export type ControlMessage = TerminalMessage | NodeMessage;
 
 export class ProtocolError extends Error {
@@ -102,6 +142,10 @@ const isNack = (m: Record<string, unknown>) =>
   uint(m.track, 255) && uint(m.slot, 255) && Array.isArray(m.sequences) &&
   m.sequences.length > 0 && m.sequences.length <= 64 && m.sequences.every((x) => uint(x));
 
+const nonneg = (v: unknown) => num(v) && (v as number) >= 0;
+const share = (v: unknown) => nonneg(v) && (v as number) <= 1;
+const isSequences = (v: unknown) => Array.isArray(v) && v.length > 0 && v.length <= 64 && v.every((x) => uint(x));
+
 const TERMINAL_CHECKS: Record<TerminalMessage["t"], Check> = {
   join: (m) =>
     uint(m.v, 255) && str(m.token, 8192) && opt(m.sdk, (s) => str(s, 128)) && opt(m.resume, (s) => str(s, 128)) &&
@@ -112,6 +156,9 @@ const TERMINAL_CHECKS: Record<TerminalMessage["t"], Check> = {
   stats: (m) => isReport(m.report),
   bye: (m) => opt(m.reason, (s) => str(s, 64)),
   nack: isNack,
+  "receive-report": (m) =>
+    uint(m.slot, 255) && uint(m.intervalMs, 60_000) && uint(m.bytes) && share(m.loss) && nonneg(m.delayMs) &&
+    opt(m.jitterMs, nonneg) && opt(m.rttMs, nonneg),
 };
 
 const NODE_CHECKS: Record<NodeMessage["t"], Check> = {
@@ -131,6 +178,11 @@ const NODE_CHECKS: Record<NodeMessage["t"], Check> = {
   error: (m) => isReason(m.code) && typeof m.message === "string",
   "datagram-size": (m) => uint(m.maxDatagramSize, 65535),
   nack: isNack,
+  skip: (m) => uint(m.slot, 255) && uint(m.track, 255) && isSequences(m.sequences) && typeof m.discardable === "boolean",
+  quality: (m) =>
+    uint(m.slot, 255) && (m.direction === "send" || m.direction === "receive") && nonneg(m.estimateKbps) &&
+    nonneg(m.kbps) && share(m.loss) && nonneg(m.delayMs) && opt(m.targetKbps, nonneg) && opt(m.rttMs, nonneg) &&
+    opt(m.dropped, uint),
 };
 
 function decodeWith<T>(bytes: Uint8Array, checks: Record<string, Check>): T {

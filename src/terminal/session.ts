@@ -27,6 +27,9 @@ import {
   type MediaFrame, type MediaHeader,
 } from "../protocol/media.ts";
 import { fromBase64 } from "../bytes.ts";
+import { ReceiveMeter } from "../quality/receive-meter.ts";
+import { receiverTiming } from "../quality/timing.ts";
+import type { QualityMessage } from "../protocol/control.ts";
 
 export type { Member } from "../protocol/control.ts";
 
@@ -43,7 +46,7 @@ export interface ConnectOptions {
   resume?: string;
   /** Time allowed from connecting to welcome, ms (default 10 s). */
   timeoutMs?: number;
-  /** How long a gap in a track's sequence is waited for before it is skipped, ms (default 150). */
+  /** How long a gap in a track's sequence is waited for before it is skipped, ms (default: from the measured RTT). */
   reorderMs?: number;
   /** Frames needing more datagrams than this go on the reliable stream unless `reliable` says otherwise (default 24). */
   maxDatagramFragments?: number;
@@ -53,8 +56,14 @@ export interface ConnectOptions {
   maxInFlight?: number;
   /** How long sent frames are kept for retransmission on a `nack`, ms (default 1000). */
   retransmitMs?: number;
-  /** How long a gap may stand before the missing frames are asked for again, ms (default 25). */
+  /** How long a gap may stand before the missing frames are asked for again, ms (default: from the measured jitter). */
   nackDelayMs?: number;
+  /** Most a frame is held waiting for a retransmission, ms, when timing follows the RTT (default 400). */
+  latencyBudgetMs?: number;
+  /** How often receive reports go to the node, ms (default 300; 0 turns them off). */
+  reportIntervalMs?: number;
+  /** Audio redundancy: "auto" (when the others report loss), "on" or "off" (default "auto"). */
+  audioRedundancy?: "auto" | "on" | "off";
   /** WebTransport constructor to use (default `globalThis.WebTransport`). */
   WebTransport?: typeof WebTransport;
 }
@@ -93,6 +102,10 @@ export interface SessionEvents {
   closed: CloseReason;
   /** Round trip to the node, ms, after each pong. */
   rtt: number;
+  /** The node's view of one direction between this terminal and another member (docs/protocol.md §10). */
+  quality: QualityMessage;
+  /** The node chose not to forward these frames: they will not come. */
+  skip: { source: number; track: number; sequences: number[]; discardable: boolean };
 }
 
 export interface SessionCounters {
@@ -135,6 +148,8 @@ interface TrackOrder {
   nackTimer?: ReturnType<typeof setTimeout>;
   /** Sequences already asked for, so each is asked once. */
   nacked: Set<number>;
+  /** Sequences the node announced it will not forward. */
+  skipped: Set<number>;
 }
 
 interface Sent {
@@ -181,12 +196,23 @@ export class TerminalSession {
   private lastHeard = Date.now();
   private closedReason?: CloseReason;
   private readonly pingIntervalMs: number;
-  private readonly reorderMs: number;
+  /** Current reorder window and nack delay, ms (follow the RTT unless fixed by the options). */
+  reorderMs: number;
+  nackDelayMs: number;
+  /** Latest node reports: how each other member receives us (send) and how we receive it (receive). */
+  readonly quality = { send: new Map<number, QualityMessage>(), receive: new Map<number, QualityMessage>() };
+  /** Bitrate the node asks this terminal's encoders to aim at, kbit/s (undefined until known). */
+  targetKbps?: number;
+  private readonly meters = new Map<number, ReceiveMeter>();
+  private reportTimer?: ReturnType<typeof setInterval>;
+  private readonly fixedTiming: { reorderMs?: number; nackDelayMs?: number; budgetMs: number };
+  private readonly redundancyMode: "auto" | "on" | "off";
+  private readonly reportIntervalMs: number;
+  private lastAudio: Uint8Array[] = [];
   private readonly maxFragments: number;
-  private readonly paceRate: number;
+  private paceRate: number;
   private readonly maxInFlight: number;
   private readonly retransmitMs: number;
-  private readonly nackDelayMs: number;
   private readonly onWriteDone = () => {
     this.inFlight--;
     if (this.audioQueue.length || this.videoQueue.length) this.drain();
@@ -209,12 +235,16 @@ export class TerminalSession {
     this.pingIntervalMs = welcome.pingIntervalMs;
     this.resume = welcome.resume;
     this.expiresAt = welcome.expiresAt;
-    this.reorderMs = opts.reorderMs ?? 150;
+    this.fixedTiming = { reorderMs: opts.reorderMs, nackDelayMs: opts.nackDelayMs, budgetMs: opts.latencyBudgetMs ?? 400 };
+    const timing = receiverTiming({ rttMs: 0, budgetMs: this.fixedTiming.budgetMs });
+    this.reorderMs = opts.reorderMs ?? timing.reorderMs;
+    this.nackDelayMs = opts.nackDelayMs ?? timing.nackDelayMs;
+    this.redundancyMode = opts.audioRedundancy ?? "auto";
+    this.reportIntervalMs = opts.reportIntervalMs ?? 300;
     this.maxFragments = opts.maxDatagramFragments ?? 24;
     this.paceRate = opts.paceBytesPerSec ?? 6_000_000;
     this.maxInFlight = opts.maxInFlight ?? 64;
     this.retransmitMs = opts.retransmitMs ?? 1000;
-    this.nackDelayMs = opts.nackDelayMs ?? 25;
     this.paceTokens = this.burstBytes;
     const dg = wt.datagrams as WebTransportDatagramDuplexStream & { createWritable?: () => WritableStream<Uint8Array> };
     this.datagramWriter = (dg.createWritable ? dg.createWritable() : (dg.writable as WritableStream<Uint8Array>)).getWriter();
@@ -339,13 +369,37 @@ export class TerminalSession {
       this.sendObject(object);
     } else {
       const queue = track === 0 ? this.audioQueue : this.videoQueue;
-      for (const d of fragmentFrame(header, payload, this.maxDatagramSize)) queue.push(d);
+      const datagrams = fragmentFrame(header, payload, this.maxDatagramSize);
+      if (track === 0) {
+        // Redundancy: the previous audio frame goes again just ahead of this one, so a lost
+        // copy is made good 20 ms later, in order, without a round trip.
+        if (this.audioRedundant) for (const d of this.lastAudio) queue.push(d);
+        this.lastAudio = datagrams;
+      }
+      for (const d of datagrams) queue.push(d);
       // A queue several seconds deep is useless for live media: drop its oldest.
       const cap = 4096;
       if (queue.length > cap) this.counters.sendDropped += queue.splice(0, queue.length - cap).length;
       this.drain();
     }
     return sequence;
+  }
+
+  /** Datagram pacing rate, bytes/s: a sender following `targetKbps` paces a little above it instead of bursting. */
+  setPaceRate(bytesPerSec: number): void {
+    if (!(bytesPerSec > 0)) throw new RangeError("pace rate must be positive");
+    this.paceRate = bytesPerSec;
+  }
+
+  get paceBytesPerSec(): number {
+    return this.paceRate;
+  }
+
+  /** Whether audio goes out twice (see `audioRedundancy`). */
+  get audioRedundant(): boolean {
+    if (this.redundancyMode !== "auto") return this.redundancyMode === "on";
+    for (const q of this.quality.send.values()) if (q.loss > 0.01) return true;
+    return false;
   }
 
   /** Asks the publisher in `slot` (default: everyone else) for a keyframe on `track`. */
@@ -400,7 +454,8 @@ export class TerminalSession {
   }
 
   private get burstBytes(): number {
-    return Math.max(32 * this.maxDatagramSize, 48_000);
+    // Bursts scale with the rate, so a sender paced for a thin uplink does not overflow its queue.
+    return Math.max(4 * this.maxDatagramSize, Math.min(Math.max(32 * this.maxDatagramSize, 48_000), this.paceRate * 0.03));
   }
 
   /** Sends queued datagrams within the pacing budget and the in-flight bound; audio goes first. */
@@ -464,6 +519,31 @@ export class TerminalSession {
     void this.acceptObjectStreams().catch(() => {});
     this.pingTimer = setInterval(() => this.ping(), this.pingIntervalMs);
     this.ping();
+    if (this.reportIntervalMs > 0) this.reportTimer = setInterval(() => this.sendReports(), this.reportIntervalMs);
+  }
+
+  /** Receive reports, one per publisher heard from, for the node's estimates. */
+  private sendReports(): void {
+    const now = performance.timeOrigin + performance.now();
+    for (const [slot, meter] of this.meters) {
+      if (slot === 0 || !this.members.some((m) => m.slot === slot)) continue;
+      const r = meter.report(now);
+      this.sendControl({
+        t: "receive-report", slot, intervalMs: Math.min(60_000, Math.round(r.intervalMs)), bytes: r.bytes,
+        loss: Math.round(r.loss * 10_000) / 10_000, delayMs: r.delayMs, jitterMs: r.jitterMs, rttMs: this.counters.rttMs,
+      });
+    }
+  }
+
+  /** Re-derives the reorder window and nack delay from the measured RTT and jitter. */
+  private retime(): void {
+    let jitter = 0;
+    let peerRtt = 0;
+    for (const q of this.quality.receive.values()) peerRtt = Math.max(peerRtt, q.rttMs ?? 0);
+    for (const m of this.meters.values()) jitter = Math.max(jitter, m.jitterMs);
+    const t = receiverTiming({ rttMs: this.counters.rttMs, peerRttMs: peerRtt, jitterMs: jitter, budgetMs: this.fixedTiming.budgetMs });
+    this.reorderMs = this.fixedTiming.reorderMs ?? t.reorderMs;
+    this.nackDelayMs = this.fixedTiming.nackDelayMs ?? t.nackDelayMs;
   }
 
   private ping(): void {
@@ -502,6 +582,7 @@ export class TerminalSession {
       case "pong":
         if (msg.ts !== undefined) {
           this.counters.rttMs = Math.round((performance.now() - msg.ts) * 100) / 100;
+          this.retime();
           this.emit("rtt", this.counters.rttMs);
         }
         return;
@@ -536,6 +617,22 @@ export class TerminalSession {
       case "datagram-size":
         this.maxDatagramSize = msg.maxDatagramSize;
         return;
+      case "quality":
+        if (msg.direction === "send") {
+          this.quality.send.set(msg.slot, msg);
+          let target: number | undefined;
+          for (const q of this.quality.send.values()) if (q.targetKbps !== undefined) target = Math.min(target ?? Infinity, q.targetKbps);
+          this.targetKbps = target;
+        } else {
+          this.quality.receive.set(msg.slot, msg);
+          this.retime();
+        }
+        this.emit("quality", msg);
+        return;
+      case "skip":
+        this.onSkip(msg.slot, msg.track, msg.sequences);
+        this.emit("skip", { source: msg.slot, track: msg.track, sequences: msg.sequences, discardable: msg.discardable });
+        return;
       case "ended":
         this.emit("ended", msg.reason);
         this.finish(msg.reason);
@@ -557,6 +654,12 @@ export class TerminalSession {
       this.counters.datagramsReceived++;
       this.counters.bytesReceived += value.length;
       const source = value.length > 3 ? value[3]! : 0;
+      if (value.length >= HEADER_BYTES) {
+        let meter = this.meters.get(source);
+        if (!meter) this.meters.set(source, (meter = new ReceiveMeter(performance.timeOrigin + performance.now())));
+        const dv = new DataView(value.buffer, value.byteOffset, HEADER_BYTES);
+        meter.onDatagram(value[2]!, dv.getUint32(4), dv.getUint16(10) || 1, value.length, dv.getFloat64(12), performance.timeOrigin + performance.now());
+      }
       let r = this.reassemblers.get(source);
       if (!r) this.reassemblers.set(source, (r = new Reassembler({ timeoutMs: 1000 })));
       let f: MediaFrame | undefined;
@@ -602,7 +705,7 @@ export class TerminalSession {
   private order(f: MediaFrame): void {
     const key = (f.header.source << 8) | f.header.track;
     let o = this.orders.get(key);
-    if (!o) this.orders.set(key, (o = { held: new Map(), nacked: new Set() }));
+    if (!o) this.orders.set(key, (o = { held: new Map(), nacked: new Set(), skipped: new Set() }));
     const seq = f.header.sequence;
     if (o.next === undefined) {
       // A fresh publisher starts at 0; otherwise wait a moment for earlier frames on the other path.
@@ -617,6 +720,9 @@ export class TerminalSession {
       this.deliver(f);
       o.next = (seq + 1) >>> 0;
       this.flushHeld(key, o);
+    } else if (o.skipped.has(seq)) {
+      o.skipped.delete(seq); // announced as not forwarded, then sent anyway (a race): drop it
+      this.counters.late++;
     } else if (seqNewer(seq, o.next)) {
       if (!o.held.has(seq)) o.held.set(seq, f);
       if (o.held.size > 512) this.skipGap(key);
@@ -639,7 +745,7 @@ export class TerminalSession {
     if (newest === undefined) return;
     const missing: number[] = [];
     for (let s = o.next; s !== newest && missing.length < 64; s = (s + 1) >>> 0) {
-      if (!o.held.has(s) && !o.nacked.has(s)) missing.push(s);
+      if (!o.held.has(s) && !o.nacked.has(s) && !o.skipped.has(s)) missing.push(s);
     }
     if (!missing.length) return;
     for (const s of missing) o.nacked.add(s);
@@ -647,10 +753,26 @@ export class TerminalSession {
     this.sendControl({ t: "nack", track: key & 0xff, sequences: missing, slot: key >> 8 });
   }
 
+  /** Frames the node will not forward: the order goes on past them without waiting. */
+  private onSkip(source: number, track: number, sequences: number[]): void {
+    this.meters.get(source)?.onSkip(track, sequences);
+    const key = (source << 8) | track;
+    let o = this.orders.get(key);
+    if (!o) this.orders.set(key, (o = { held: new Map(), nacked: new Set(), skipped: new Set() }));
+    for (const s of sequences) {
+      if (o.next === undefined || seqNewer(s, o.next) || s === o.next) o.skipped.add(s);
+    }
+    if (o.skipped.size > 1024) o.skipped.delete(o.skipped.values().next().value!);
+    if (o.next !== undefined) this.flushHeld(key, o);
+  }
+
   private flushHeld(key: number, o: TrackOrder): void {
-    for (let f = o.held.get(o.next!); f; f = o.held.get(o.next!)) {
-      o.held.delete(o.next!);
-      this.deliver(f);
+    for (;;) {
+      const f = o.held.get(o.next!);
+      if (f) {
+        o.held.delete(o.next!);
+        this.deliver(f);
+      } else if (!o.skipped.delete(o.next!)) break;
       o.next = (o.next! + 1) >>> 0;
     }
     if (o.held.size === 0) {
@@ -683,6 +805,7 @@ export class TerminalSession {
 
   private resetSource(slot: number): void {
     this.reassemblers.delete(slot);
+    this.meters.delete(slot);
     for (const [key, o] of this.orders) {
       if (key >> 8 !== slot) continue;
       clearTimeout(o.timer);
@@ -697,6 +820,7 @@ export class TerminalSession {
     this.closedReason = reason;
     this.isConnected = false;
     clearInterval(this.pingTimer);
+    clearInterval(this.reportTimer);
     clearTimeout(this.paceTimer);
     for (const o of this.orders.values()) {
       clearTimeout(o.timer);

@@ -119,4 +119,31 @@ t("one leaves, the other sees it", async () => {
   assert.match((await a.textContent("#waiting-note")) ?? "", /left the consultation/);
 });
 
+t("codec negotiation: a terminal that cannot decode H.264 gets another codec", async () => {
+  const c = await newConsultation(stack.edgeUrl, stack.clinicApiKey);
+  const p = await newPage(browser);
+  const q = await newPage(browser);
+  // Simulates a browser without an H.264 decoder (the page announces what it can decode).
+  await q.addInitScript(`{
+    const orig = VideoDecoder.isConfigSupported.bind(VideoDecoder);
+    VideoDecoder.isConfigSupported = (cfg) => cfg.codec.startsWith("avc1") ? Promise.resolve({ supported: false, config: cfg }) : orig(cfg);
+  }`);
+  await openAndJoin(p, joinUrlOf(c, "requester"));
+  await openAndJoin(q, joinUrlOf(c, "consultant"));
+  assert.is(await waitState(q, ["call", "error"]), "call");
+  await sleep(3000);
+  const sp = await stats(p);
+  const sq0 = await stats(q);
+  await sleep(2000);
+  const sq = await stats(q);
+  console.log(`  requester sends ${sp.send.codec} to the consultant, which sends ${sq.send.codec}; consultant decodes ${sq.recv.width}×${sq.recv.height}, ${sq.recv.framesDecoded - sq0.recv.framesDecoded} frames in 2 s`);
+  assert.not.ok(sp.send.codec.startsWith("avc1"), `the requester switched away from H.264 (${sp.send.codec})`);
+  assert.ok(sq.send.codec.startsWith("avc1"), "the other direction keeps H.264");
+  // Software VP8 is far slower than H.264 on this machine: the point here is that it decodes.
+  assert.ok(sq.recv.framesDecoded - sq0.recv.framesDecoded >= 4, "the consultant decodes the other codec");
+  assert.ok(sq.recv.height > 0);
+  await p.context().close();
+  await q.context().close();
+});
+
 t.run();

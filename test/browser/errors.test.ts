@@ -13,7 +13,7 @@ import { signConsultationToken } from "../../src/token/sign.ts";
 import type { ConsultationClaims } from "../../src/token/claims.ts";
 import { CHROMIUM, joinUrlOf, launchChromium, newConsultation, newPage, openAndJoin, waitState, stackLog } from "./support.ts";
 
-const t = suite("browser page: error messages");
+const t = suite("browser page: messages for every failure, and the demo page");
 let stack: Stack;
 let browser: Browser;
 
@@ -119,6 +119,22 @@ t("an unreachable media node is reported at the check and at join", async () => 
   await page.waitForFunction(() => (window as any).__huizhen.state === "error", undefined, { timeout: 20_000 });
   assert.is(await page.evaluate(() => (window as any).__huizhen.reason), "nodeUnreachable");
   assert.is(await page.textContent("#message-title"), "The media server cannot be reached");
+  await page.context().close();
+});
+
+t("the demo page offers both join links of a consultation", async () => {
+  const c = await newConsultation(stack.edgeUrl, stack.clinicApiKey);
+  const tok = (r: string) => c.tokens.find((x) => x.role === r)!.token;
+  const page = await newPage(browser);
+  await page.goto(`${stack.edgeUrl}/demo#requester=${tok("requester")}&consultant=${tok("consultant")}`);
+  assert.is(await page.getAttribute("#link-requester", "href"), `${stack.edgeUrl}/join#token=${tok("requester")}`);
+  assert.is(await page.getAttribute("#link-consultant", "href"), `${stack.edgeUrl}/join#token=${tok("consultant")}`);
+  await page.click("#show-panes");
+  // Both panes load the consultation page and reach the pre-join check.
+  for (const id of ["pane-requester", "pane-consultant"]) {
+    const frame = page.frameLocator(`#${id}`);
+    await frame.locator("#join-btn:not([disabled])").waitFor({ timeout: 20_000 });
+  }
   await page.context().close();
 });
 

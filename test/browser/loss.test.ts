@@ -54,7 +54,7 @@ t("video recovers from lost frames with keyframe requests and keeps playing", as
   assert.ok(relayStats.down.dropped > 0, "the relay did drop packets");
   assert.ok(lost > 0, "the session saw frames it could not complete");
   assert.ok(kfr > 0, "the receiver asked for keyframes");
-  assert.ok(fps >= 8, `video keeps playing (${fps.toFixed(1)} fps)`);
+  assert.ok(fps >= 5, `video keeps playing (${fps.toFixed(1)} fps)`);
   const a1 = await stats(a);
   assert.ok(a1.send.keyframes >= 2, "the sender answered with keyframes");
 });

@@ -203,7 +203,7 @@ for (const runtime of ["workerd", "deno"] as EdgeRuntime[]) {
       await n.start();
       nodes.push(n);
     }
-    const [eu, us, slow] = nodes as [FakeNode, FakeNode, FakeNode];
+    const [eu, , slow] = nodes as [FakeNode, FakeNode, FakeNode];
     assert.is((await eu.report("heartbeat", eu.heartbeatBody(), creds[1]!.secret)).status, 401);
     const stranger = new FakeNode(newNodeCredential("node-x"), edge.url, "eu");
     assert.is((await stranger.report("heartbeat", stranger.heartbeatBody())).status, 401);
@@ -449,6 +449,10 @@ for (const runtime of ["workerd", "deno"] as EdgeRuntime[]) {
     const badEv = await slow.report("events", { events: [ev("e9", "exploded"), ev("e10", "connected")] });
     assert.is(badEv.status, 200);
     assert.equal(await badEv.json(), { accepted: 1, applied: 1, rejected: [{ index: 0, field: "events[0].type" }] });
+    // A node's full batch (200), then its retry: every event applied once (D1 binds ≤ 100 values per query).
+    const bulk = { events: Array.from({ length: 200 }, (_, i) => ({ ...ev(`bulk-${i}`, "left", { terminalId: cs.terminalId }), consultationId: "cns_gone" })) };
+    assert.equal(await (await slow.report("events", bulk)).json(), { accepted: 200, applied: 200 });
+    assert.equal(await (await slow.report("events", bulk)).json(), { accepted: 200, applied: 0 });
     const notList = await slow.report("events", { events: "many" });
     assert.is(notList.status, 400);
     assert.is((await notList.json()).error.field, "events");
@@ -491,6 +495,8 @@ for (const runtime of ["workerd", "deno"] as EdgeRuntime[]) {
     for (const a of ["create", "token.issue", "read", "token.deliver", "join", "connected", "leave", "end", "token.revoke"]) {
       assert.ok(actions.includes(a), `audit lacks ${a}: ${actions.join(",")}`);
     }
+    assert.ok(audit.body.entries.some((e: any) => e.action === "read" && e.actor.type === "terminal" && e.terminalId === term.req!.id), "the page's read is audited as the terminal's");
+    assert.ok(audit.body.entries.some((e: any) => e.action === "read" && e.actor.type === "clinic"), "the clinic's read is audited");
     assert.is(actions.filter((a: string) => a === "token.issue").length, 3, "two at creation, one re-issued");
     assert.is(actions.filter((a: string) => a === "token.revoke").length, 3, "one by hand, two at the end");
     assert.not.ok(JSON.stringify(audit.body).includes(patient.name));
@@ -562,6 +568,25 @@ for (const runtime of ["workerd", "deno"] as EdgeRuntime[]) {
       assert.is(r.status, 404, path);
       assert.not.ok((await r.text()).includes('"name": "huizhen"'), `${path} served a file outside dist/public`);
     }
+  });
+
+  t("a restarted edge keeps its records: same database, same secrets, same answers", async () => {
+    const before = (await api("GET", `/v1/consultations/${created.id}/audit`, { key: A.key })).body.entries.length;
+    const port = Number(new URL(edge.url).port);
+    const output = edge.process.output;
+    await edge.process.stop();
+    edge = await startEdge({
+      runtime, secrets, stateDir, port, nodeCredentials: await nodeCredentialsJson(creds),
+      env: { CLIENT_IP_HEADER: "x-test-client-ip", RATE_LIMIT_IP: String(IP_LIMIT), NODE_TIMEOUT_MS: "1500" },
+    });
+    edge.process.output.unshift(...output); // keep the first run's lines for the log scan below
+    const rec = await api("GET", `/v1/consultations/${created.id}`, { key: A.key });
+    assert.is(rec.status, 200);
+    assert.equal(rec.body.patient, patient);
+    assert.is(rec.body.status, "ended");
+    const audit = (await api("GET", `/v1/consultations/${created.id}/audit`, { key: A.key })).body.entries.length;
+    assert.is(audit, before + 1, "the audit log survived (plus this restart's read)");
+    assert.is((await api("GET", "/v1/api-keys", { key: B.key })).status, 200);
   });
 
   t("PHI is not stored in clear; the edge's output holds no PHI, token or secret", async () => {

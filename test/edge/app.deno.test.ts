@@ -35,6 +35,17 @@ t("a write failing halfway leaves nothing, answers 500, and the same Idempotency
   assert.is(await e.count("tokens"), 2);
 });
 
+t("a write that landed but reported failure stands: 201, one record, the group kept", async () => {
+  const e = await makeEdge();
+  await e.heartbeat("node-a");
+  e.state.loseAnswerNext = true;
+  const r = await e.call("POST", "/v1/consultations", e.clinic.apiKey, e.body());
+  assert.is(r.status, 201, JSON.stringify(r.body));
+  assert.is(await e.count("consultations"), 1);
+  assert.is(e.nodeApi.closed.length, 0);
+  assert.is(r.body.tokens.length, 2);
+});
+
 t("concurrent retries with one Idempotency-Key make one consultation; extra groups are released", async () => {
   const e = await makeEdge();
   await e.heartbeat("node-a");
@@ -132,6 +143,19 @@ t("a node re-checks revocations of its own groups since a time", async () => {
   const other = await e.call("GET", `/v1/nodes/node-b/revocations?since=0`, e.nodeSecrets["node-b"]);
   assert.equal([other.body.groups, other.body.tokens], [[], []], "a node sees only its own groups");
   assert.is((await e.call("GET", `/v1/nodes/node-a/revocations`, e.nodeSecrets["node-b"])).status, 401);
+});
+
+t("a patient ciphertext moved to another record does not open there (AAD binds clinic and record)", async () => {
+  const e = await makeEdge();
+  await e.heartbeat("node-a");
+  const one = (await e.call("POST", "/v1/consultations", e.clinic.apiKey, e.body())).body;
+  const two = (await e.call("POST", "/v1/consultations", e.clinic.apiKey, e.body({ patient: testPatient("other") }))).body;
+  e.raw.exec(`UPDATE consultations SET patient_enc = (SELECT patient_enc FROM consultations WHERE id = '${one.id}') WHERE id = '${two.id}'`);
+  const r = await e.call("GET", `/v1/consultations/${two.id}`, e.clinic.apiKey);
+  assert.is(r.status, 500);
+  assert.is(r.body.error.code, "record_unreadable");
+  assert.not.ok(JSON.stringify(r.body).includes(testPatient().name));
+  assert.is((await e.call("GET", `/v1/consultations/${one.id}`, e.clinic.apiKey)).body.patient.name, testPatient().name);
 });
 
 t("long-poll with a clock: an empty wait ends at its deadline", async () => {

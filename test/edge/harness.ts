@@ -47,9 +47,10 @@ export class ManualClock implements Clock {
   };
 }
 
-/** A store whose next batch gets a failing statement in its middle, as a write failing halfway. */
+/** A store whose next batch fails halfway (a failing statement in its middle), or lands but
+ * reports failure (a lost answer). */
 export function faultable(inner: Store) {
-  const state = { failNext: false };
+  const state = { failNext: false, loseAnswerNext: false };
   const store: Store = {
     db: inner.db,
     async batch(queries: CompiledQuery[]) {
@@ -57,6 +58,11 @@ export function faultable(inner: Store) {
         state.failNext = false;
         const mid = Math.ceil(queries.length / 2);
         return inner.batch([...queries.slice(0, mid), sql.raw("INSERT INTO no_such_table VALUES (1)").compile(inner.db), ...queries.slice(mid)]);
+      }
+      if (state.loseAnswerNext && queries.length > 1) {
+        state.loseAnswerNext = false;
+        await inner.batch(queries);
+        throw new Error("connection reset (the write landed, its answer did not)");
       }
       return inner.batch(queries);
     },

@@ -1,0 +1,90 @@
+// Which received video frames a decoder could use, without decoding: a keyframe always; a
+// frame nothing depends on (discardable, a top temporal layer) when the chain it builds on is
+// intact; any other frame only when no frame of the chain was missed since the last keyframe.
+// The node says which missing frames it dropped on purpose and whether they were discardable
+// (`skip`); any other missing frame is taken to break the chain. Used by the SDK to ask for a
+// keyframe before the decoder fails, and by tests and the bench to count freezes.
+
+export type FrameVerdict = "decoded" | "undecodable";
+
+export class DecodeModel {
+  private broken = true;
+  private expected?: number;
+  /** Missing sequences known to be discardable (the node skipped them). */
+  private readonly harmless = new Set<number>();
+  decoded = 0;
+  undecodable = 0;
+
+  /** The node dropped `sequence`; `discardable` says whether anything depended on it. */
+  skipped(sequence: number, discardable: boolean): void {
+    if (discardable) this.harmless.add(sequence >>> 0);
+    if (this.harmless.size > 1024) this.harmless.delete(this.harmless.values().next().value!);
+  }
+
+  /** A whole frame, in sequence order. Returns whether it decodes. */
+  frame(sequence: number, keyframe: boolean, discardable: boolean): FrameVerdict {
+    if (this.expected !== undefined) {
+      // Frames between the expected one and this one never came.
+      for (let s = this.expected; s !== sequence && ((sequence - s) >>> 0) < 0x8000; s = (s + 1) >>> 0) {
+        if (!this.harmless.delete(s)) this.broken = true;
+      }
+    }
+    this.expected = (sequence + 1) >>> 0;
+    if (keyframe) this.broken = false;
+    if (this.broken) {
+      this.undecodable++;
+      return "undecodable";
+    }
+    this.decoded++;
+    void discardable; // a discardable frame decodes when its chain is intact, like any other
+    return "decoded";
+  }
+
+  /** The decoder needs a keyframe to go on. */
+  get needsKeyframe(): boolean {
+    return this.broken;
+  }
+}
+
+/**
+ * Freezes as WebRTC counts them: a gap between rendered frames longer than
+ * max(3 × the nominal frame interval, frame interval + 150 ms).
+ */
+export class FreezeMeter {
+  private last?: number;
+  private first?: number;
+  freezes = 0;
+  freezeMs = 0;
+  maxFreezeMs = 0;
+  rendered = 0;
+
+  constructor(private readonly frameIntervalMs: number) {}
+
+  render(now: number): void {
+    this.rendered++;
+    this.first ??= now;
+    if (this.last !== undefined) this.gap(now - this.last);
+    this.last = now;
+  }
+
+  /** Closes the measurement at `now` (a freeze running at the end counts). */
+  finish(now: number): void {
+    if (this.last !== undefined) this.gap(now - this.last);
+    else if (this.first === undefined) this.gap(Infinity);
+    this.last = now;
+  }
+
+  private gap(ms: number): void {
+    const threshold = Math.max(3 * this.frameIntervalMs, this.frameIntervalMs + 150);
+    if (ms > threshold) {
+      this.freezes++;
+      this.freezeMs += ms;
+      if (ms > this.maxFreezeMs) this.maxFreezeMs = ms;
+    }
+  }
+
+  /** Share of `durationMs` spent frozen, %. */
+  freezePct(durationMs: number): number {
+    return durationMs > 0 ? Math.min(100, (100 * this.freezeMs) / durationMs) : 0;
+  }
+}

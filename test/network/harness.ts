@@ -1,0 +1,276 @@
+// A consultation between two headless terminals (TerminalSession on Deno's WebTransport) through
+// a real media node process, each terminal behind its own userspace impairment relay, with
+// synthetic media: audio frames every 20 ms and video frames whose sizes follow an encoder
+// model (keyframes ×5, two temporal layers: odd frames discardable) at the rung that
+// `chooseEncoding` gives for the node's target — or a fixed 720p when adaptation is off.
+// The receiver side runs the decode model (which frames a decoder could use) and counts
+// freezes, audio, delivered resolution and capture-to-delivery latency (one process, one clock).
+// Used by test/network/*.deno.test.ts and bench/network.ts. Runs under Deno.
+import { ImpairmentRelay, type RelayProfile } from "../support/impairment-relay.ts";
+import { NodeHarness } from "../media/support.ts";
+import { TerminalSession, type ConnectOptions } from "../../src/terminal/session.ts";
+import { Flag, Track } from "../../src/protocol/media.ts";
+import { chooseEncoding, LADDER, type Encoding } from "../../src/quality/encoding.ts";
+import { DecodeModel, FreezeMeter } from "../../src/quality/decode-model.ts";
+
+export interface CallOptions {
+  /** Follow the node's target and the RTT (true), or send a fixed 720p with loopback timing (false). */
+  adaptive: boolean;
+  durationMs: number;
+  /** Profile changes during the call: at ms after start. */
+  changes?: { atMs: number; profile: RelayProfile }[];
+  seed?: number;
+  /** Bitrate the fixed (non-adaptive) sender uses and the adaptive one starts from, kbit/s. */
+  startKbps?: number;
+  /** Called every 250 ms with the sender's state (timeline for assertions). */
+  onSample?: (s: Sample) => void;
+}
+
+export interface Sample {
+  atMs: number;
+  targetKbps?: number;
+  encoding: string;
+  reorderMs: number;
+}
+
+export interface DirectionResult {
+  resolution: string;
+  /** Decoded video frames per second over the call. */
+  fps: number;
+  freezePct: number;
+  maxFreezeMs: number;
+  freezes: number;
+  audioDecodedPct: number;
+  p95LatencyMs: number;
+  p50LatencyMs: number;
+  videoFramesSent: number;
+  videoDecoded: number;
+  keyframeRequests: number;
+  skipped: number;
+}
+
+export interface CallResult {
+  /** Media from A (behind the profile) to B. */
+  ab: DirectionResult;
+  ba: DirectionResult;
+  timeline: Sample[];
+  relayStats: ReturnType<ImpairmentRelay["stats"]>[];
+}
+
+const nowMs = () => performance.timeOrigin + performance.now();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Synthetic camera + encoder for one terminal. */
+class SyntheticSender {
+  encoding: Encoding;
+  videoSent = 0;
+  audioSent = 0;
+  private frameNo = 0;
+  private keyframePending = true;
+  private lastKeyframe = -Infinity;
+  private timers: ReturnType<typeof setInterval>[] = [];
+  private videoTimer?: ReturnType<typeof setTimeout>;
+  private stopped = false;
+  private rand: () => number;
+
+  constructor(private readonly s: TerminalSession, private readonly o: CallOptions, seed: number) {
+    this.encoding = o.adaptive ? chooseEncoding(o.startKbps ?? 1500) : { ...LADDER[1]!, bitrateKbps: o.startKbps ?? 2500 };
+    let x = seed >>> 0 || 1;
+    this.rand = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 4294967296);
+    s.on("keyframe-request", ({ track }) => { if (track === Track.video) this.keyframePending = true; });
+    this.applyPace();
+  }
+
+  start(): void {
+    this.timers.push(setInterval(() => this.audio(), 20));
+    if (this.o.adaptive) this.timers.push(setInterval(() => this.adapt(), 250));
+    const tick = () => {
+      if (this.stopped) return;
+      this.video();
+      this.videoTimer = setTimeout(tick, 1000 / this.encoding.fps);
+    };
+    tick();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    clearTimeout(this.videoTimer);
+  }
+
+  private applyPace(): void {
+    // Pace at 2.5× the encoder's rate (WebRTC's pacing factor): smooth, yet a keyframe leaves quickly.
+    if (this.o.adaptive) this.s.setPaceRate(Math.max(40_000, (this.encoding.bitrateKbps + 64) * 1000 / 8 * 2.5));
+  }
+
+  private adapt(): void {
+    const target = this.s.targetKbps;
+    if (target === undefined) return;
+    const next = chooseEncoding(target, { maxHeight: 720 });
+    if (next.name !== this.encoding.name) this.keyframePending = true; // a new resolution starts with a keyframe
+    this.encoding = next;
+    this.applyPace();
+  }
+
+  private audio(): void {
+    if (this.s.closed) return;
+    const payload = new Uint8Array(80);
+    payload[0] = 0xa0;
+    this.s.sendFrame(Track.audio, payload);
+    this.audioSent++;
+  }
+
+  private video(): void {
+    if (this.s.closed) return;
+    const e = this.encoding;
+    const now = performance.now();
+    // Keyframes on request, at most every 300 ms (the encoder's own rate limit), and every 10 s.
+    const key = (this.keyframePending && now - this.lastKeyframe > 300) || now - this.lastKeyframe > 10_000;
+    if (key) {
+      this.keyframePending = false;
+      this.lastKeyframe = now;
+      this.frameNo = 0;
+    }
+    const mean = (e.bitrateKbps * 1000) / 8 / e.fps;
+    const discardable = !key && this.frameNo % 2 === 1;
+    const scale = key ? 5 : discardable ? 0.7 : 1.15;
+    const size = Math.max(60, Math.round(mean * scale * (0.85 + 0.3 * this.rand())));
+    const payload = new Uint8Array(size);
+    const dv = new DataView(payload.buffer);
+    dv.setUint16(0, e.width);
+    dv.setUint16(2, e.height);
+    dv.setUint8(4, e.fps);
+    this.s.sendFrame(Track.video, payload, { keyframe: key, discardable, layer: discardable ? 1 : 0, reliable: false });
+    this.frameNo++;
+    this.videoSent++;
+  }
+}
+
+/** What one terminal measures of the other's media. */
+class ReceiverProbe {
+  readonly model = new DecodeModel();
+  readonly freeze = new FreezeMeter(1000 / 30);
+  readonly latencies: number[] = [];
+  readonly heights = new Map<number, number>();
+  private audioSeqs = new Set<number>();
+  private lastKeyReq = -Infinity;
+  keyframeRequests = 0;
+  skipped = 0;
+  started = nowMs();
+
+  constructor(private readonly s: TerminalSession, private readonly from: number) {
+    s.on("skip", (k) => {
+      if (k.source !== from || k.track !== Track.video) return;
+      for (const q of k.sequences) this.model.skipped(q, k.discardable);
+      this.skipped += k.sequences.length;
+    });
+    s.on("frame", ({ header, payload }) => {
+      if (header.source !== from) return;
+      if (header.track === Track.audio) {
+        this.audioSeqs.add(header.sequence);
+        return;
+      }
+      if (header.track !== Track.video) return;
+      const verdict = this.model.frame(header.sequence, (header.flags & Flag.keyframe) !== 0, (header.flags & Flag.discardable) !== 0);
+      const now = nowMs();
+      if (verdict === "decoded") {
+        this.freeze.render(now);
+        this.latencies.push(now - header.timestamp / 1000);
+        const h = payload.length >= 4 ? new DataView(payload.buffer, payload.byteOffset).getUint16(2) : 0;
+        this.heights.set(h, (this.heights.get(h) ?? 0) + 1);
+      } else if (now - this.lastKeyReq > 300) {
+        // What a decoder does when it cannot go on: ask for a keyframe (rate-limited).
+        this.lastKeyReq = now;
+        this.keyframeRequests++;
+        s.requestKeyframe(Track.video, from);
+      }
+    });
+  }
+
+  result(sender: SyntheticSender): DirectionResult {
+    const end = nowMs();
+    this.freeze.finish(end);
+    const dur = end - this.started;
+    const sorted = [...this.latencies].sort((a, b) => a - b);
+    const pct = (p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! : Infinity);
+    let best = 0, bestN = -1;
+    for (const [h, n] of this.heights) if (n > bestN) { best = h; bestN = n; }
+    return {
+      resolution: best ? `${best}p` : "none",
+      fps: Math.round((this.model.decoded / (dur / 1000)) * 10) / 10,
+      freezePct: Math.round(this.freeze.freezePct(dur) * 10) / 10,
+      maxFreezeMs: Math.round(this.freeze.maxFreezeMs === Infinity ? dur : this.freeze.maxFreezeMs),
+      freezes: this.freeze.freezes,
+      audioDecodedPct: Math.round((1000 * this.audioSeqs.size) / Math.max(1, sender.audioSent)) / 10,
+      p95LatencyMs: Math.round(pct(0.95)),
+      p50LatencyMs: Math.round(pct(0.5)),
+      videoFramesSent: sender.videoSent,
+      videoDecoded: this.model.decoded,
+      keyframeRequests: this.keyframeRequests,
+      skipped: this.skipped,
+    };
+  }
+}
+
+export class NetworkLab {
+  private constructor(readonly h: NodeHarness) {}
+
+  static async start(): Promise<NetworkLab> {
+    return new NetworkLab(await NodeHarness.start({ MEDIA_PING_INTERVAL_MS: "1000" }));
+  }
+
+  async stop(): Promise<void> {
+    await this.h.stop();
+  }
+
+  /** One call of `durationMs` with both terminals behind `profile`. */
+  async call(profile: RelayProfile, o: CallOptions): Promise<CallResult> {
+    const seed = o.seed ?? 7;
+    const relays = [
+      await ImpairmentRelay.start({ target: { port: this.h.node.port }, profile, seed }),
+      await ImpairmentRelay.start({ target: { port: this.h.node.port }, profile, seed: seed + 101 }),
+    ];
+    const g = await this.h.group();
+    const connectOpts = (relay: ImpairmentRelay): Partial<ConnectOptions> => ({
+      url: `https://127.0.0.1:${relay.port}/v1/session`,
+      timeoutMs: 15_000,
+      ...(o.adaptive ? {} : { reorderMs: 150, nackDelayMs: 25, audioRedundancy: "off" as const }),
+    });
+    let a: TerminalSession | undefined, b: TerminalSession | undefined;
+    const senders: SyntheticSender[] = [];
+    const changeTimers: ReturnType<typeof setTimeout>[] = [];
+    try {
+      a = await this.h.connect(await this.h.token(g, 0), connectOpts(relays[0]!));
+      b = await this.h.connect(await this.h.token(g, 1), connectOpts(relays[1]!));
+      const timeline: Sample[] = [];
+      const sa = new SyntheticSender(a, o, seed);
+      const sb = new SyntheticSender(b, o, seed + 1);
+      senders.push(sa, sb);
+      const atB = new ReceiverProbe(b, a.self.slot);
+      const atA = new ReceiverProbe(a, b.self.slot);
+      const t0 = performance.now();
+      sa.start();
+      sb.start();
+      for (const c of o.changes ?? []) {
+        changeTimers.push(setTimeout(() => { for (const r of relays) r.setProfile(c.profile); }, c.atMs));
+      }
+      const sampler = setInterval(() => {
+        const s: Sample = { atMs: Math.round(performance.now() - t0), targetKbps: a!.targetKbps, encoding: sa.encoding.name, reorderMs: b!.reorderMs };
+        timeline.push(s);
+        o.onSample?.(s);
+      }, 250);
+      await sleep(o.durationMs);
+      clearInterval(sampler);
+      sa.stop();
+      sb.stop();
+      const res: CallResult = { ab: atB.result(sa), ba: atA.result(sb), timeline, relayStats: relays.map((r) => r.stats()) };
+      return res;
+    } finally {
+      for (const t of changeTimers) clearTimeout(t);
+      for (const s of senders) s.stop();
+      await a?.leave().catch(() => {});
+      await b?.leave().catch(() => {});
+      for (const r of relays) await r.close();
+    }
+  }
+}
