@@ -59,6 +59,7 @@ async function measure(browser: Browser, stack: Stack, height: 720 | 1080): Prom
 
 async function main() {
   await buildClient();
+  const loadAtStart = loadavg()[0]!;
   const stack = await startStack();
   const browser = await launchChromium();
   const rows: Row[] = [];
@@ -70,7 +71,7 @@ async function main() {
     await stack.stop();
   }
   console.log("capture → render latency, loopback, one Chromium (two pages, software codecs), both directions pooled");
-  console.log(`machine load average at the end: ${loadavg().map((x) => x.toFixed(1)).join(" ")} on ${cpus().length} cores`);
+  console.log(`machine load (1 min) at start ${loadAtStart.toFixed(1)}, at end ${loadavg()[0]!.toFixed(1)}, on ${cpus().length} cores (other work on the machine shows up as latency)`);
   console.log("| target | received | codec | rendered fps | samples | p50 ms | p95 ms | p99 ms | encode ms | capture→arrival p95 ms | playout buffer ms |");
   console.log("|---|---|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) {

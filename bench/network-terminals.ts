@@ -2,8 +2,10 @@
 // profile through the impairment relay with adaptation on or off and prints one JSON line per
 // profile. Usage: deno run --allow-all --unstable-net bench/network-terminals.ts <on|off> <durationMs> <profile>…
 import { NetworkLab } from "../test/network/harness.ts";
+import { denoApi } from "../media/transport/deno.ts";
 import { BENCH_PROFILES, scaled } from "../test/network/profiles.ts";
 
+const Deno = denoApi() as unknown as { args: string[]; exit(code: number): never };
 const [mode = "on", duration = "10000", ...names] = Deno.args;
 const lab = await NetworkLab.start();
 try {

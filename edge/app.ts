@@ -12,11 +12,23 @@ import { apiKeyRoutes } from "./routes/api-keys.ts";
 import { consultationRoutes } from "./routes/consultations.ts";
 import { joinRoutes } from "./routes/join.ts";
 import { nodeRoutes } from "./routes/nodes.ts";
+import { placementRoutes } from "./routes/placement.ts";
 import { terminalRoutes } from "./routes/terminals.ts";
 
 /** Paths the API owns; everything else is the page and SDK. */
 export function isApiPath(path: string): boolean {
   return path === "/healthz" || path.startsWith("/v1/") || path === "/v1" || path.startsWith("/.well-known/");
+}
+
+/** The SDK module is imported by clinics' own web apps from their origins. */
+export function isSdkPath(path: string): boolean {
+  return path.startsWith("/sdk/");
+}
+
+function withOpenCors(res: Response): Response {
+  const out = new Response(res.body, res);
+  out.headers.set("access-control-allow-origin", "*");
+  return out;
 }
 
 /** Node reports are authenticated machine traffic: they must not starve behind the IP limit. */
@@ -75,11 +87,12 @@ export function createApp(given: EdgeDeps): Hono<AppEnv> {
   consultationRoutes(app, deps);
   nodeRoutes(app, deps);
   joinRoutes(app, deps);
+  placementRoutes(app, deps);
 
   app.notFound(async (c) => {
     if (!isApiPath(c.req.path) && deps.assets && (c.req.method === "GET" || c.req.method === "HEAD")) {
       const res = await deps.assets(c.req.raw);
-      if (res.status !== 404) return res;
+      if (res.status !== 404) return isSdkPath(c.req.path) ? withOpenCors(res) : res;
     }
     const err = notFound("route");
     return c.json(err.toJSON(), 404);

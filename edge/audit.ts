@@ -15,7 +15,8 @@ export type AuditAction =
   | "group-closed"
   | "token.issue"
   | "token.deliver"
-  | "token.revoke";
+  | "token.revoke"
+  | "failover";
 
 export interface AuditEntry {
   clinicId: string;

@@ -2,6 +2,7 @@
 // media node (its secret). Secrets are compared as SHA-256 hashes, never stored in clear.
 import type { Context, MiddlewareHandler } from "hono";
 import { sha256Hex, timingSafeEqual } from "../src/bytes.ts";
+import { NodeCredentialError, verifyNodeRequest } from "../src/node-credential.ts";
 import type { AppEnv, ClinicPrincipal, EdgeDeps } from "./context.ts";
 import { ApiError, unauthorized } from "./errors.ts";
 
@@ -76,6 +77,20 @@ export async function authTerminal(deps: EdgeDeps, c: Context<AppEnv>, terminalI
 export async function authNode(deps: EdgeDeps, c: Context<AppEnv>, nodeId: string): Promise<void> {
   const secret = bearer(c);
   const expected = deps.config.nodeCredentials.get(nodeId);
+  if (expected && typeof expected === "object") {
+    // A node with a key pair signs each report (src/node-credential.ts): a bearer is refused.
+    if (!secret) throw unauthorized("unknown node or wrong node signature");
+    try {
+      await verifyNodeRequest(secret, expected, {
+        nodeId, method: c.req.method, path: new URL(c.req.url).pathname, now: new Date(deps.clock.now()),
+        body: async () => new Uint8Array(await c.req.raw.clone().arrayBuffer()),
+      });
+    } catch (err) {
+      if (err instanceof NodeCredentialError) throw unauthorized("unknown node or wrong node signature");
+      throw err;
+    }
+    return;
+  }
   const given = secret ? await sha256Hex(secret) : "";
   if (!expected || !timingSafeEqual(given, expected)) throw unauthorized("unknown node or wrong node secret");
 }

@@ -4,6 +4,9 @@ import type { JWK } from "jose";
 import { sha256Hex } from "../src/bytes.ts";
 import { PhiCipher } from "../src/phi-cipher.ts";
 import { loadKeySet, type KeySet } from "../src/token/keys.ts";
+import { isPublicNodeJwk, type NodeKeyPair } from "../src/node-credential.ts";
+
+export type NodePublicJwk = NodeKeyPair["publicJwk"];
 
 export class ConfigError extends Error {
   override name = "ConfigError";
@@ -22,8 +25,8 @@ export interface EdgeConfig {
   /** How long a group is reserved on its node. */
   groupTtlSec: number;
   adminKeyHash: string;
-  /** nodeId → sha-256 hex of the node's secret. */
-  nodeCredentials: Map<string, string>;
+  /** nodeId → the node's public key (signed reports), or sha-256 hex of a legacy bearer secret. */
+  nodeCredentials: Map<string, string | NodePublicJwk>;
   patientHashKey: string;
   phi: PhiCipher;
   keys: KeyRing;
@@ -56,9 +59,19 @@ function int(env: EnvLike, name: string, fallback: number, min = 1): number {
 export class KeyRing {
   private current: KeySet;
   private loadedAt: number;
+  /** Unix ms at which a published key starts signing: the set is re-read right then, not up to 30 s later. */
+  private readonly activations: number[];
   private constructor(private readonly secret: string, first: KeySet, now: number) {
     this.current = first;
     this.loadedAt = now;
+    let keys: unknown[] = [];
+    try {
+      keys = (JSON.parse(secret) as { keys?: unknown[] }).keys ?? [];
+    } catch { /* loadKeySet has already refused a malformed secret */ }
+    this.activations = keys
+      .map((k) => (k as { activeFrom?: unknown }).activeFrom)
+      .filter((v): v is number => typeof v === "number" && Number.isFinite(v))
+      .map((sec) => sec * 1000);
   }
 
   static async load(secret: string, nowMs: number): Promise<KeyRing> {
@@ -66,7 +79,7 @@ export class KeyRing {
   }
 
   async get(nowMs: number): Promise<KeySet> {
-    if (nowMs - this.loadedAt > 30_000) {
+    if (nowMs - this.loadedAt > 30_000 || this.activations.some((t) => t > this.loadedAt && t <= nowMs)) {
       this.current = await loadKeySet(this.secret, Math.floor(nowMs / 1000));
       this.loadedAt = nowMs;
     }
@@ -79,12 +92,16 @@ export class KeyRing {
 }
 
 export async function loadConfig(env: EnvLike, nowMs: number, defaults: { clientIpHeader?: string } = {}): Promise<EdgeConfig> {
-  let nodeCredentials: Map<string, string>;
+  let nodeCredentials: Map<string, string | NodePublicJwk>;
   try {
     const parsed = JSON.parse(text(env, "NODE_CREDENTIALS", "{}")) as Record<string, unknown>;
     nodeCredentials = new Map();
     for (const [id, hash] of Object.entries(parsed)) {
-      if (typeof hash !== "string" || !/^[0-9a-f]{64}$/.test(hash)) throw new ConfigError(`NODE_CREDENTIALS.${id} is not a sha-256 hex`);
+      if (isPublicNodeJwk(hash)) {
+        nodeCredentials.set(id, { kty: "OKP", crv: "Ed25519", x: hash.x });
+        continue;
+      }
+      if (typeof hash !== "string" || !/^[0-9a-f]{64}$/.test(hash)) throw new ConfigError(`NODE_CREDENTIALS.${id} is neither an Ed25519 public JWK nor a sha-256 hex`);
       nodeCredentials.set(id, hash);
     }
   } catch (err) {

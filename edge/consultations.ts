@@ -174,8 +174,9 @@ export async function createConsultation(deps: EdgeDeps, who: ClinicPrincipal, b
     // A write reported as failed may still have landed (a lost answer): then it stands.
     const landed = await store.db.selectFrom("consultations").selectAll().where("id", "=", id).where("clinic_id", "=", clinicId).executeTakeFirst().catch(() => undefined);
     if (landed) return { status: 201 as const, body: await createdView(deps, landed) };
-    // Nothing was recorded: release the group so the node does not keep it.
-    await deps.nodeApi.closeGroup({ id: node.id, apiUrl: node.apiUrl }, groupId, "placementAborted");
+    // Nothing was recorded: release the group so the node does not keep it. (The node takes
+    // only close reasons a terminal may be told; no terminal has joined this group.)
+    await deps.nodeApi.closeGroup({ id: node.id, apiUrl: node.apiUrl }, groupId, "consultationEnded");
     if (idempotencyKey && isUniqueViolation(err)) {
       const again = await replay(deps, clinicId, idempotencyKey, hash!);
       if (again) return { status: 201 as const, body: again };

@@ -34,7 +34,7 @@ export async function liveNodes(deps: EdgeDeps): Promise<MediaNodeInfo[]> {
   }));
 }
 
-async function measurementsFor(deps: EdgeDeps, clinicId: string, terminalIds: string[]): Promise<Record<string, PathMeasurement[]>> {
+export async function measurementsFor(deps: EdgeDeps, clinicId: string, terminalIds: string[]): Promise<Record<string, PathMeasurement[]>> {
   const rows = await deps.store.db
     .selectFrom("path_measurements")
     .selectAll()
@@ -48,8 +48,9 @@ async function measurementsFor(deps: EdgeDeps, clinicId: string, terminalIds: st
   return out;
 }
 
-export async function placeGroup(deps: EdgeDeps, req: GroupRequest, region: string | undefined): Promise<PlacementResult> {
-  const nodes = await liveNodes(deps);
+export async function placeGroup(deps: EdgeDeps, req: GroupRequest, region: string | undefined, opts: { exclude?: string[] } = {}): Promise<PlacementResult> {
+  // A failover names the node it leaves: it may still look live until its heartbeat goes stale.
+  const nodes = (await liveNodes(deps)).filter((n) => !opts.exclude?.includes(n.id));
   const measurements = await measurementsFor(deps, req.clinicId, req.members.map((m) => m.terminalId));
   const ranked = rankNodes(nodes, { now: deps.clock.now(), region, measurements, staleAfterMs: deps.config.staleNodeMs });
   const refusals: PlacementResult["refusals"] = [];
@@ -59,7 +60,7 @@ export async function placeGroup(deps: EdgeDeps, req: GroupRequest, region: stri
     refusals.push({ nodeId: node.id, reason: outcome.reason });
     // A node that answered too late may still have reserved the group: release it, best effort,
     // without holding up the placement.
-    if (outcome.reason === "timeout") void deps.nodeApi.closeGroup({ id: node.id, apiUrl: node.apiUrl }, req.groupId, "placementAborted").catch(() => {});
+    if (outcome.reason === "timeout") void deps.nodeApi.closeGroup({ id: node.id, apiUrl: node.apiUrl }, req.groupId, "consultationEnded").catch(() => {});
   }
   return { refusals };
 }

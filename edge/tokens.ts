@@ -21,7 +21,7 @@ export interface TokenSpec {
   terminalId: string;
   role: Role;
   now: number;
-  actor: { type: "clinic"; id: string };
+  actor: { type: "clinic" | "terminal" | "edge"; id: string };
 }
 
 /** Signs one consultation token and returns it with the queries that record and audit it. */

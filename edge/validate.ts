@@ -76,7 +76,12 @@ export function obj<S extends Shape>(shape: S, opts: { extra?: "refuse" | "ignor
     const input = v as Record<string, unknown>;
     if (opts.extra !== "ignore") {
       for (const k of Object.keys(input)) {
-        if (!Object.hasOwn(shape, k)) throw badRequest(join(field, k), `${join(field, k)} is not a known field`);
+        if (!Object.hasOwn(shape, k)) {
+          // A key is input too: name it only when it looks like a field name (a typo), never
+          // echo free text (it could be a patient's name or id used as a key).
+          const path = join(field, FIELD_NAME.test(k) ? k : "(unknown field)");
+          throw badRequest(path, `${path} is not a known field`);
+        }
       }
     }
     const out: Record<string, unknown> = {};
@@ -90,6 +95,8 @@ export function obj<S extends Shape>(shape: S, opts: { extra?: "refuse" | "ignor
     return out as Out<S>;
   };
 }
+
+const FIELD_NAME = /^[A-Za-z_$][A-Za-z0-9_$]{0,39}$/;
 
 function join(parent: string, key: string): string {
   return parent ? `${parent}.${key}` : key;

@@ -1,7 +1,8 @@
 // Media node entry: `deno run --allow-all --unstable-net media/main.ts`, configured by the
-// environment described in docs/internal-apis.md.
+// environment described in docs/internal-apis.md, or by a config file given as first argument.
 import { ConfigError, configFromEnv, consoleLogger, MediaNode } from "./node.ts";
 import { denoApi } from "./transport/deno.ts";
+import { ConfigFileError, configFileEnv } from "./config-file.ts";
 
 const Deno = denoApi();
 // A disconnect can surface as an unhandled rejection inside Deno's WebTransport: log, keep serving.
@@ -10,15 +11,19 @@ globalThis.addEventListener("unhandledrejection", (e) => {
   console.log(`${new Date().toISOString()} unhandled rejection (ignored): ${(e.reason as Error)?.name ?? typeof e.reason}`);
 });
 
-function loadConfig() {
+async function loadConfig() {
   try {
-    return configFromEnv(Deno.env.toObject());
+    // Optional config file (media/config-file.ts): first argument or MEDIA_CONFIG; env wins.
+    const file = Deno.args[0] ?? Deno.env.get("MEDIA_CONFIG");
+    const fromFile = file ? configFileEnv(JSON.parse(await Deno.readTextFile(file))) : {};
+    return configFromEnv({ ...fromFile, ...Deno.env.toObject() });
   } catch (err) {
-    console.error(err instanceof ConfigError ? `configuration: ${err.message}` : err);
+    const known = err instanceof ConfigError || err instanceof ConfigFileError || err instanceof SyntaxError;
+    console.error(known ? `configuration: ${(err as Error).message}` : err);
     return Deno.exit(2);
   }
 }
-const config = loadConfig();
+const config = await loadConfig();
 
 const node = await MediaNode.start(config, { log: consoleLogger(config.nodeId) });
 let stopping = false;

@@ -6,6 +6,9 @@ import { CertRotation, pemHash } from "./cert.ts";
 import { EdgeAuth, edgeJwks } from "./auth.ts";
 import { createApi } from "./api.ts";
 import { EdgeReporter } from "./reporter.ts";
+import { signingFetch } from "./node-auth.ts";
+import { ProbeServer, isProbeSession } from "./probe.ts";
+import { RevocationPoller } from "./revocations.ts";
 import { LoadMeter } from "./metrics.ts";
 import { Relay, type RelayLimits } from "./relay/relay.ts";
 import { NodeSession, type SessionOptions } from "./session.ts";
@@ -32,6 +35,8 @@ export interface NodeConfig {
   session: Partial<SessionOptions>;
   certValidityMs?: number;
   certRotateEveryMs?: number;
+  /** How often the node re-checks the edge's revocation feed, ms (media/revocations.ts; default 5000). */
+  revocationCheckMs?: number;
 }
 
 export class ConfigError extends Error {
@@ -84,6 +89,7 @@ export function configFromEnv(env: Record<string, string | undefined>): NodeConf
     session,
     certValidityMs: env.MEDIA_CERT_VALIDITY_MS ? int(env, "MEDIA_CERT_VALIDITY_MS", 0) : undefined,
     certRotateEveryMs: env.MEDIA_CERT_ROTATE_MS ? int(env, "MEDIA_CERT_ROTATE_MS", 0) : undefined,
+    revocationCheckMs: int(env, "MEDIA_REVOCATION_CHECK_MS", 5000),
   };
 }
 
@@ -108,11 +114,15 @@ export interface NodeDeps {
 export class MediaNode {
   readonly relay: Relay;
   readonly reporter?: EdgeReporter;
+  /** Re-checks revocations on a timer, should an edge → node revocation call be lost. */
+  readonly revocations?: RevocationPoller;
   private quic?: TransportServer;
   private http?: HttpServerLike;
   private certs?: CertRotation;
   private fixedHashes: string[] = [];
   private readonly meter = new LoadMeter();
+  /** Path probes on /v1/probe (media/probe.ts). */
+  readonly probes = new ProbeServer();
   private readonly timers: ReturnType<typeof setInterval>[] = [];
   private lastCounters = { bytesIn: 0, bytesOut: 0, at: Date.now() };
   private readonly log: Logger;
@@ -130,8 +140,12 @@ export class MediaNode {
     if (!deps.noReporter) {
       reporter = this.reporter = new EdgeReporter({
         edgeUrl: config.edgeUrl, nodeId: config.nodeId, secret: config.secret,
-        heartbeatMs: config.heartbeatMs, fetch: deps.fetch, log: this.log,
+        heartbeatMs: config.heartbeatMs, fetch: signingFetch(config.nodeId, config.secret, deps.fetch), log: this.log,
         heartbeat: () => this.heartbeat(),
+      });
+      this.revocations = new RevocationPoller({
+        edgeUrl: config.edgeUrl, nodeId: config.nodeId, secret: config.secret, relay: this.relay,
+        intervalMs: config.revocationCheckMs || 5000, fetch: signingFetch(config.nodeId, config.secret, deps.fetch), log: this.log,
       });
     }
   }
@@ -171,6 +185,7 @@ export class MediaNode {
       hostname: config.mediaHost, port: config.mediaPort, cert, key,
       onError: (err) => this.log("transport error", { error: String((err as Error)?.message ?? err).slice(0, 200) }),
     }, (t) => {
+      if (isProbeSession(t)) return this.probes.serve(t);
       const s = new NodeSession(t, { relay: this.relay, verifyToken: (tok) => auth.verifyConsultation(tok), log: this.log, options: sessionOptions });
       void s.run().catch(() => {});
     });
@@ -179,7 +194,7 @@ export class MediaNode {
     const api = createApi({
       nodeId: config.nodeId, relay: this.relay, auth, log: this.log,
       certHashes: () => this.certHashes,
-      stats: () => ({ reporterQueue: this.reporter?.queue.length ?? 0, edgeUp: this.reporter?.edgeUp ?? false }),
+      stats: () => ({ reporterQueue: this.reporter?.queue.length ?? 0, edgeUp: this.reporter?.edgeUp ?? false, revocationChecks: this.revocations?.checks ?? 0 }),
     });
     await new Promise<void>((resolve) => {
       this.http = Deno.serve({
@@ -192,6 +207,7 @@ export class MediaNode {
     if (this.certs) this.scheduleRotation();
     this.meter.start();
     this.reporter?.start();
+    this.revocations?.start();
     this.log("media node listening", { quic: `${config.mediaHost}:${this.quicPort}`, api: `${config.apiHost}:${this.apiPort}`, url: config.publicUrl });
   }
 
@@ -242,6 +258,7 @@ export class MediaNode {
       for (const m of [...g.live]) this.relay.refuse(m, "nodeDraining");
     }
     for (const t of this.timers) clearInterval(t);
+    this.revocations?.stop();
     this.meter.stop();
     // Give the `left` events a last chance to reach the edge (they are retried only while running).
     if (this.reporter) await Promise.race([this.reporter.flush(), new Promise((r) => setTimeout(r, 1000))]);

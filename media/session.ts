@@ -10,7 +10,7 @@ import { FrameDecoder, FramingError } from "../src/protocol/framing.ts";
 import { TokenError } from "../src/token/verify.ts";
 import type { ConsultationClaims } from "../src/token/claims.ts";
 import { MIN_DATAGRAM_SIZE, type Membership, type Relay, type RelayPeer } from "./relay/relay.ts";
-import type { TransportSession } from "./transport/quic.ts";
+import type { TransportSession, TransportStreamPair } from "./transport/quic.ts";
 import { DeliveryQueue, type QueueOptions } from "./relay/subscriber.ts";
 
 export interface SessionOptions {
@@ -275,12 +275,14 @@ export class NodeSession implements RelayPeer {
     }
   }
 
-  private async watchExtraBidi(reader: ReadableStreamDefaultReader<unknown>): Promise<void> {
+  private async watchExtraBidi(reader: ReadableStreamDefaultReader<TransportStreamPair>): Promise<void> {
     for (;;) {
-      const { done } = await reader.read();
+      const { value, done } = await reader.read();
       if (done || this.closing) return;
-      // Only one bidirectional (control) stream is part of the protocol.
       if (!this.countStream()) return;
+      // A second bidirectional stream carries the terminal's reliable objects (its readable
+      // half only): Chromium's unidirectional streams never reach a Deno 2.9 server.
+      void this.readObjects(value.readable).catch(() => {});
     }
   }
 

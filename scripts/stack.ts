@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { randomId, sha256Hex, toBase64Url, randomBytes } from "../src/bytes.ts";
 import { generateSigningJwk } from "../src/token/keys.ts";
 import { PhiCipher } from "../src/phi-cipher.ts";
+import { generateNodeKey, isSigningSecret, publicJwkOfSecret } from "../src/node-credential.ts";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const BIN = join(ROOT, "node_modules", ".bin");
@@ -45,9 +46,14 @@ export function newNodeCredential(nodeId: string): NodeCredential {
   return { nodeId, secret: `hzn_${toBase64Url(randomBytes(24))}` };
 }
 
+/** A node key pair (src/node-credential.ts): the node signs its reports, the edge keeps the public key. */
+export async function newSigningNodeCredential(nodeId: string): Promise<NodeCredential> {
+  return { nodeId, secret: (await generateNodeKey()).secret };
+}
+
 export async function nodeCredentialsJson(creds: NodeCredential[]): Promise<string> {
-  const map: Record<string, string> = {};
-  for (const c of creds) map[c.nodeId] = await sha256Hex(c.secret);
+  const map: Record<string, unknown> = {};
+  for (const c of creds) map[c.nodeId] = isSigningSecret(c.secret) ? publicJwkOfSecret(c.secret) : await sha256Hex(c.secret);
   return JSON.stringify(map);
 }
 
@@ -316,6 +322,8 @@ export interface StackOptions {
   edge?: EdgeRuntime;
   nodes?: { id?: string; region?: string; env?: Record<string, string> }[];
   tokenTtlSeconds?: number;
+  /** Further edge settings (e.g. NODE_STALE_MS for failover tests). */
+  edgeEnv?: Record<string, string>;
   /** Known secrets, so a test can sign its own (bad) tokens with the edge's key. */
   secrets?: EdgeSecrets;
   log?: Log;
@@ -340,13 +348,14 @@ export interface Stack {
 /** Edge + media nodes + one clinic, all on fresh free ports and temp state. */
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const specs = opts.nodes ?? [{}];
-  const credentials = specs.map((s, i) => newNodeCredential(s.id ?? `node-${i + 1}`));
+  const credentials = await Promise.all(specs.map((s, i) => newSigningNodeCredential(s.id ?? `node-${i + 1}`)));
   const secrets = opts.secrets ?? (await generateEdgeSecrets());
   const edge = await startEdge({
     runtime: opts.edge,
     secrets,
     nodeCredentials: await nodeCredentialsJson(credentials),
     tokenTtlSeconds: opts.tokenTtlSeconds,
+    env: opts.edgeEnv,
     log: opts.log,
   });
   const nodes: MediaNodeProcess[] = [];

@@ -472,7 +472,9 @@ export class Relay {
     d[3] = m.member.slot;
     const live = g.live;
     const count = (d[10]! << 8) | d[11]!;
-    const frameBytes = count > 1 ? count * Math.max(d.length, g.datagramSize) : d.length;
+    // The whole frame's size, from this fragment (only the last one may be shorter).
+    const index = (d[8]! << 8) | d[9]!;
+    const frameBytes = count > 1 && index < count - 1 ? count * d.length : count > 1 ? (count - 1) * g.datagramSize + d.length : d.length;
     for (let i = 0; i < live.length; i++) {
       const o = live[i]!;
       if (o === m) continue;

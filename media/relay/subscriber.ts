@@ -28,7 +28,7 @@ export interface PolicyOptions {
   maxDebtSec: number;
 }
 
-export const DEFAULT_POLICY: PolicyOptions = { headroom: 1.15, burstSec: 0.3, maxDebtSec: 0.6 };
+export const DEFAULT_POLICY: PolicyOptions = { headroom: 1.5, burstSec: 0.5, maxDebtSec: 1.5 };
 
 const DECISIONS_KEPT = 128;
 
@@ -118,7 +118,8 @@ export class SubscriberPolicy {
         this.hooks.needKeyframe(publisher, track);
       } else forward = true;
     }
-    if (forward) p.tokens -= frameBytes;
+    // A keyframe's debt is bounded: the frames after it must not pay for it all.
+    if (forward) p.tokens = key ? Math.max(p.tokens - frameBytes, -((p.estimator.estimateKbps * 125) * this.o.maxDebtSec) / 2) : p.tokens - frameBytes;
     this.remember(p, seq, forward);
     if (forward) p.forwardedBytes += d.length;
     else {

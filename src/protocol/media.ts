@@ -10,6 +10,8 @@ export const Flag = {
   keyframe: 0x01,
   /** The frame travels on a reliable stream rather than datagrams. */
   reliable: 0x02,
+  /** A re-sent frame (after a `nack`) travelling as datagrams: older than what was delivered, yet wanted. */
+  retransmission: 0x08,
   /** Dropping this frame breaks no later frame (e.g. a top temporal layer). */
   discardable: 0x40,
 } as const;
@@ -168,7 +170,8 @@ export class Reassembler {
     const h = readHeader(datagram);
     const streamKey = (h.source << 8) | h.track;
     const last = this.lastDelivered.get(streamKey);
-    if (last !== undefined && !seqNewer(h.sequence, last)) {
+    const resent = (h.flags & Flag.retransmission) !== 0;
+    if (last !== undefined && !seqNewer(h.sequence, last) && !resent) {
       this.late++;
       return undefined;
     }
@@ -217,6 +220,11 @@ export class Reassembler {
   }
 
   private deliver(streamKey: number, header: MediaHeader, payload: Uint8Array): MediaFrame {
+    const last = this.lastDelivered.get(streamKey);
+    if (last !== undefined && !seqNewer(header.sequence, last)) {
+      // A retransmission filling an old gap: the order buffer downstream puts it in place.
+      return { header: { ...header, fragmentIndex: 0, fragmentCount: 1 }, payload };
+    }
     this.lastDelivered.set(streamKey, header.sequence);
     // Older incomplete frames of this track can no longer be delivered in order.
     for (const [key, p] of this.pending) {

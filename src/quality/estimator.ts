@@ -47,7 +47,7 @@ export class BandwidthEstimator {
 
   constructor(opts: EstimatorOptions = {}) {
     this.o = {
-      initialKbps: 1500, minKbps: 100, maxKbps: 6000, delayThresholdMs: 40, heavyLoss: 0.25, holdLoss: 0.05,
+      initialKbps: 1500, minKbps: 100, maxKbps: 6000, delayThresholdMs: 40, heavyLoss: 0.25, holdLoss: 0.08,
       increasePerSec: 0.15, ...opts,
     };
     this.estimateKbps = clamp(this.o.initialKbps, this.o.minKbps, this.o.maxKbps);
@@ -69,6 +69,8 @@ export class BandwidthEstimator {
     this.samples++;
     const overused = (s.delayMs > o.delayThresholdMs && (rising || s.delayMs > 2 * o.delayThresholdMs));
     let est = this.estimateKbps;
+    // The first report: nothing is known beyond what arrived, so start a probing step above it.
+    if (this.samples === 1) est = Math.min(est, rx * 1.25 + 100);
     if (overused) {
       // The queue grows: what arrived is what the path carries; go a little under it to drain.
       this.state = "decrease";
@@ -84,7 +86,7 @@ export class BandwidthEstimator {
       this.state = "increase";
       const grown = est * (1 + (o.increasePerSec * s.intervalMs) / 1000);
       // Probe only a step above what the path has shown it can carry.
-      est = Math.max(est, Math.min(grown, Math.max(this.receivedKbps, rx) * 1.5 + 150));
+      est = Math.max(est, Math.min(grown, Math.max(this.receivedKbps, rx) * 1.25 + 100));
     }
     this.estimateKbps = clamp(est, o.minKbps, o.maxKbps);
     return this.estimateKbps;

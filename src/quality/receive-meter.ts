@@ -42,14 +42,21 @@ export class ReceiveMeter {
     this.started = now;
   }
 
-  /** One media datagram from this publisher; `timestampUs` is the frame's capture time. */
-  onDatagram(track: number, sequence: number, fragmentCount: number, size: number, timestampUs: number, now: number): void {
+  /**
+   * One media datagram from this publisher; `timestampUs` is the frame's capture time. Delay
+   * and jitter use each frame's first fragment only: later fragments of a big frame arrive
+   * later by design (serialisation), which is not queueing.
+   */
+  onDatagram(track: number, sequence: number, fragmentCount: number, size: number, timestampUs: number, now: number, fragmentIndex = 0, retransmission = false): void {
     this.bytes += size;
     this.datagrams++;
-    const owd = now - timestampUs / 1000;
-    if (owd < this.intervalMinOwd) this.intervalMinOwd = owd;
-    if (this.lastOwd !== undefined) this.jitter += (Math.abs(owd - this.lastOwd) - this.jitter) / 16;
-    this.lastOwd = owd;
+    if (retransmission) return; // the path's loss is what the first copies met
+    if (fragmentIndex === 0) {
+      const owd = now - timestampUs / 1000;
+      if (owd < this.intervalMinOwd) this.intervalMinOwd = owd;
+      if (this.lastOwd !== undefined) this.jitter += (Math.abs(owd - this.lastOwd) - this.jitter) / 16;
+      this.lastOwd = owd;
+    }
     let t = this.tracks.get(track);
     if (!t) this.tracks.set(track, (t = { frames: new Map(), skipped: new Set() }));
     let f = t.frames.get(sequence);

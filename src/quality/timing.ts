@@ -26,7 +26,7 @@ export function receiverTiming(i: TimingInput): ReceiverTiming {
   // Wait out ordinary jitter before calling a gap a loss.
   const nackDelayMs = Math.round(Math.min(80, Math.max(15, 2 * jitter + 5)));
   // nack + one retransmission across both paths, plus slack for pacing and scheduling.
-  const wanted = nackDelayMs + 1.2 * (rtt + peer) + 2 * jitter + 40;
+  const wanted = nackDelayMs + 2 * (rtt + peer) + 3 * jitter + 60;
   const budget = i.budgetMs ?? 400;
   const reorderMs = Math.round(Math.min(budget, Math.max(80, wanted)));
   return { nackDelayMs, reorderMs };

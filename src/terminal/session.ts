@@ -442,15 +442,33 @@ export class TerminalSession {
     }
   }
 
+  /**
+   * Re-sends frames a receiver missed. A frame that fits in a few datagrams goes again as
+   * datagrams flagged `retransmission`, ahead of new video: a reliable stream would queue it
+   * behind QUIC's congestion window and it would come after the receiver stopped waiting.
+   */
   private retransmit(track: number, sequences: number[]): void {
     const h = this.history.get(track);
     if (!h) return;
+    const urgent: Uint8Array[] = [];
     for (const seq of sequences) {
       const sent = h.get(seq);
       if (!sent) continue;
       this.counters.retransmitted++;
-      this.sendObject(sent.object);
+      const header = readHeader(sent.object);
+      const payload = sent.object.subarray(HEADER_BYTES);
+      const room = this.maxDatagramSize - HEADER_BYTES;
+      if (Math.ceil(payload.length / room) > this.maxFragments) {
+        this.sendObject(sent.object);
+        continue;
+      }
+      const flags = (header.flags & ~Flag.reliable) | Flag.retransmission;
+      for (const d of fragmentFrame({ ...header, flags }, payload, this.maxDatagramSize)) urgent.push(d);
     }
+    if (!urgent.length) return;
+    const queue = track === 0 ? this.audioQueue : this.videoQueue;
+    queue.unshift(...urgent);
+    this.drain();
   }
 
   private get burstBytes(): number {
@@ -492,9 +510,11 @@ export class TerminalSession {
       this.objectWriter.write(f).catch(() => {});
       return;
     }
-    // One long-lived stream for every reliable object: Deno stalls after ~100 streams.
-    this.objectWriterOpening ??= this.wt.createUnidirectionalStream().then((ws) => {
-      const w = (ws as WritableStream<Uint8Array>).getWriter();
+    // One long-lived stream for every reliable object: Deno stalls after ~100 streams. It is
+    // bidirectional (only our half is used) because Chromium's unidirectional streams never
+    // reach a Deno 2.9 server.
+    this.objectWriterOpening ??= this.wt.createBidirectionalStream().then((bs) => {
+      const w = (bs.writable as WritableStream<Uint8Array>).getWriter();
       w.closed.catch(() => {});
       this.objectWriter = w;
       return w;
@@ -544,6 +564,11 @@ export class TerminalSession {
     const t = receiverTiming({ rttMs: this.counters.rttMs, peerRttMs: peerRtt, jitterMs: jitter, budgetMs: this.fixedTiming.budgetMs });
     this.reorderMs = this.fixedTiming.reorderMs ?? t.reorderMs;
     this.nackDelayMs = this.fixedTiming.nackDelayMs ?? t.nackDelayMs;
+  }
+
+  /** Sends a ping now (a `rtt` event follows if the node answers): failover's liveness check. */
+  keepAlive(): void {
+    this.sendControl({ t: "ping", n: this.pingN++, ts: performance.now() });
   }
 
   private ping(): void {
@@ -658,7 +683,7 @@ export class TerminalSession {
         let meter = this.meters.get(source);
         if (!meter) this.meters.set(source, (meter = new ReceiveMeter(performance.timeOrigin + performance.now())));
         const dv = new DataView(value.buffer, value.byteOffset, HEADER_BYTES);
-        meter.onDatagram(value[2]!, dv.getUint32(4), dv.getUint16(10) || 1, value.length, dv.getFloat64(12), performance.timeOrigin + performance.now());
+        meter.onDatagram(value[2]!, dv.getUint32(4), dv.getUint16(10) || 1, value.length, dv.getFloat64(12), performance.timeOrigin + performance.now(), dv.getUint16(8), (value[1]! & Flag.retransmission) !== 0);
       }
       let r = this.reassemblers.get(source);
       if (!r) this.reassemblers.set(source, (r = new Reassembler({ timeoutMs: 1000 })));

@@ -31,6 +31,8 @@ export interface Sample {
   targetKbps?: number;
   encoding: string;
   reorderMs: number;
+  /** The node's latest report on how the other side receives A. */
+  send?: { kbps: number; loss: number; delayMs: number; estimateKbps: number };
 }
 
 export interface DirectionResult {
@@ -55,6 +57,8 @@ export interface CallResult {
   ba: DirectionResult;
   timeline: Sample[];
   relayStats: ReturnType<ImpairmentRelay["stats"]>[];
+  /** Both terminals' session counters at the end (A, B). */
+  counters: TerminalSession["counters"][];
 }
 
 const nowMs = () => performance.timeOrigin + performance.now();
@@ -74,7 +78,7 @@ class SyntheticSender {
   private rand: () => number;
 
   constructor(private readonly s: TerminalSession, private readonly o: CallOptions, seed: number) {
-    this.encoding = o.adaptive ? chooseEncoding(o.startKbps ?? 1500) : { ...LADDER[1]!, bitrateKbps: o.startKbps ?? 2500 };
+    this.encoding = o.adaptive ? chooseEncoding(o.startKbps ?? 600, { maxHeight: 720 }) : { ...LADDER[1]!, bitrateKbps: o.startKbps ?? 2500 };
     let x = seed >>> 0 || 1;
     this.rand = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 4294967296);
     s.on("keyframe-request", ({ track }) => { if (track === Track.video) this.keyframePending = true; });
@@ -140,7 +144,7 @@ class SyntheticSender {
     dv.setUint16(0, e.width);
     dv.setUint16(2, e.height);
     dv.setUint8(4, e.fps);
-    this.s.sendFrame(Track.video, payload, { keyframe: key, discardable, layer: discardable ? 1 : 0, reliable: false });
+    this.s.sendFrame(Track.video, payload, { keyframe: key, discardable, layer: discardable ? 1 : 0, reliable: key && this.o.adaptive });
     this.frameNo++;
     this.videoSent++;
   }
@@ -256,6 +260,8 @@ export class NetworkLab {
       }
       const sampler = setInterval(() => {
         const s: Sample = { atMs: Math.round(performance.now() - t0), targetKbps: a!.targetKbps, encoding: sa.encoding.name, reorderMs: b!.reorderMs };
+        const q = a!.quality.send.get(b!.self.slot);
+        if (q) s.send = { kbps: q.kbps, loss: q.loss, delayMs: q.delayMs, estimateKbps: q.estimateKbps };
         timeline.push(s);
         o.onSample?.(s);
       }, 250);
@@ -263,7 +269,7 @@ export class NetworkLab {
       clearInterval(sampler);
       sa.stop();
       sb.stop();
-      const res: CallResult = { ab: atB.result(sa), ba: atA.result(sb), timeline, relayStats: relays.map((r) => r.stats()) };
+      const res: CallResult = { ab: atB.result(sa), ba: atA.result(sb), timeline, relayStats: relays.map((r) => r.stats()), counters: [{ ...a.counters }, { ...b.counters }] };
       return res;
     } finally {
       for (const t of changeTimers) clearTimeout(t);

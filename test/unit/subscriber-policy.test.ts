@@ -46,7 +46,7 @@ test("over budget: discardable frames dropped whole (and announced), dependent f
   let now = 10_000;
   for (let seq = 0; seq < 60; seq++, now += 33) {
     const flags = seq === 0 ? Flag.keyframe : seq % 2 ? Flag.discardable : 0;
-    const size = seq === 0 ? 20_000 : 2_000; // ≈ 480 kbit/s offered
+    const size = seq === 0 ? 20_000 : 3_000; // ≈ 720 kbit/s offered
     const v = frame(1, seq, size, flags).map((d) => p.decide(1, d, size, now));
     verdicts.set(seq, v);
     assert.ok(v.every((x) => x === v[0]), `frame ${seq} split: ${v}`);

@@ -179,23 +179,32 @@ test("a gap is asked for with nack once, then skipped after the reorder window a
   await s.leave();
 });
 
-test("a nack from the node makes the sender re-send what it still holds, as reliable objects", async () => {
+test("a nack makes the sender re-send what it still holds: small frames as flagged datagrams ahead of new video, big ones as reliable objects", async () => {
   const node = new FakeNode();
   const written: Uint8Array[] = [];
-  const s = await TerminalSession.connect({ url: "https://fake/v1/session", token: "t", WebTransport: node.WebTransport });
-  (s as any).wt.createUnidirectionalStream = async () => new WritableStream<Uint8Array>({ write: (c) => { written.push(c); } });
+  const s = await TerminalSession.connect({ url: "https://fake/v1/session", token: "t", WebTransport: node.WebTransport, maxDatagramFragments: 2 });
+  (s as any).wt.createBidirectionalStream = async () => ({ readable: new ReadableStream(), writable: new WritableStream<Uint8Array>({ write: (c) => { written.push(c); } }) });
   const seqs = [0, 1, 2].map((i) => s.sendFrame(1, body(i, 2000)));
+  const big = s.sendFrame(1, body(3, 3000), { reliable: false }); // 3 fragments > 2: kept, re-sent as an object
   await sleep(5);
-  assert.ok(node.sentDatagrams.length >= 6, "sent as datagrams first");
-  node.send({ t: "nack", track: 1, sequences: [seqs[1]!, 99], slot: 2 });
+  assert.ok(node.sentDatagrams.length >= 9, "sent as datagrams first");
+  const before = node.sentDatagrams.length;
+  node.send({ t: "nack", track: 1, sequences: [seqs[1]!, big, 99], slot: 2 });
   await sleep(20);
-  assert.is(written.length, 1, "one object: the frame it holds");
-  const dec = new FrameDecoder();
-  const [obj] = dec.push(written[0]!);
-  assert.is(obj![7], seqs[1]);
+  const again = node.sentDatagrams.slice(before);
+  assert.is(again.length, 2, "the 2 fragments of the small frame");
+  for (const d of again) {
+    assert.is(d[7], seqs[1]);
+    assert.is(d[1]! & 0x08, 0x08, "flagged retransmission");
+    assert.is(d[1]! & 0x02, 0, "not flagged reliable");
+  }
+  assert.equal(new Uint8Array([...again[0]!.subarray(20), ...again[1]!.subarray(20)]), body(1, 2000));
+  assert.is(written.length, 1, "one object: the big frame");
+  const [obj] = new FrameDecoder().push(written[0]!);
+  assert.is(obj![7], big);
   assert.is(obj![1]! & 0x02, 0x02, "flagged reliable");
-  assert.equal(obj!.subarray(20), body(1, 2000));
-  assert.is(s.counters.retransmitted, 1);
+  assert.equal(obj!.subarray(20), body(3, 3000));
+  assert.is(s.counters.retransmitted, 2);
   await s.leave();
 });
 
@@ -203,7 +212,7 @@ test("frames over the fragment limit take the reliable stream", async () => {
   const node = new FakeNode();
   const s = await TerminalSession.connect({ url: "https://fake/v1/session", token: "t", WebTransport: node.WebTransport, maxDatagramFragments: 4 });
   const objects: Uint8Array[] = [];
-  (s as any).wt.createUnidirectionalStream = async () => new WritableStream<Uint8Array>({ write: (c) => { objects.push(c); } });
+  (s as any).wt.createBidirectionalStream = async () => ({ readable: new ReadableStream(), writable: new WritableStream<Uint8Array>({ write: (c) => { objects.push(c); } }) });
   s.sendFrame(1, new Uint8Array(5 * 1180)); // 5 fragments > 4
   s.sendFrame(1, new Uint8Array(4 * 1180)); // 4 fragments: datagrams
   await sleep(5);
@@ -215,10 +224,10 @@ test("frames over the fragment limit take the reliable stream", async () => {
 test("datagrams are paced beyond a burst, and audio goes before video still queued", async () => {
   const node = new FakeNode();
   const s = await TerminalSession.connect({ url: "https://fake/v1/session", token: "t", WebTransport: node.WebTransport, maxDatagramFragments: 100, paceBytesPerSec: 20_000 });
-  s.sendFrame(1, new Uint8Array(60 * 1180)); // ~70 kB: more than the 48 kB burst
+  s.sendFrame(1, new Uint8Array(60 * 1180)); // ~70 kB: far more than the burst, which scales with the pace (30 ms, at least 4 datagrams)
   await sleep(2);
   const first = node.sentDatagrams.length;
-  assert.ok(first < 60 && first >= 30, `burst ${first}`);
+  assert.ok(first <= 5 && first >= 4, `burst ${first}`);
   s.sendFrame(0, new Uint8Array(100));
   await sleep(250); // ~5 kB of budget at this pace: the audio datagram and a few video ones
 

@@ -1,0 +1,215 @@
+// Bad input against the running parts, over the network (fixed seeds, bounded counts): mutated
+// and mangled JSON to every edge endpoint (with valid credentials, so it reaches validation),
+// mutated control messages to the media node before and after join, mutated media datagrams
+// from a joined member. A "crash" is an answer the API does not allow (5xx, not the JSON error
+// shape), no answer within 10 s, a process that died, or a node that stops serving a genuine
+// call. Used by bench/trust.ts (and, in small, test/trust/fuzz-net.deno.test.ts).
+import { NodeSigner } from "../../src/node-credential.ts";
+import { decodeNodeMessage, encodeControl } from "../../src/protocol/control.ts";
+import { frame, FrameDecoder } from "../../src/protocol/framing.ts";
+import { fragmentFrame } from "../../src/protocol/media.ts";
+import { fromBase64 } from "../../src/bytes.ts";
+import { TerminalSession } from "../../src/terminal/session.ts";
+import { ClinicClient, testPatient } from "../support/clinic-client.ts";
+import { mutate, prng, randomBytesFrom } from "../support/prng.ts";
+import type { TrustStack } from "./stack.ts";
+
+export interface FuzzResult {
+  tried: number;
+  crashes: number;
+  notes: string[];
+  statuses: Record<string, number>;
+}
+
+type Rand = () => number;
+const ALLOWED = new Set([200, 201, 400, 401, 403, 404, 409, 410, 413, 415, 429]);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function randomValue(rand: Rand, depth = 0): unknown {
+  switch (Math.floor(rand() * (depth > 2 ? 7 : 9))) {
+    case 0: return null;
+    case 1: return rand() < 0.5;
+    case 2: return [0, -1, 1e308, -1e-9, 2 ** 53 + 1, 0.5, 31, NaN][Math.floor(rand() * 8)];
+    case 3: return "";
+    case 4: return "x".repeat(Math.floor(rand() * 3000));
+    case 5: return ["\u0000", "\ud800", "'; DROP TABLE consultations; --", "../../etc/passwd", "%00", "💉", "<script>"][Math.floor(rand() * 7)];
+    case 6: return "2026-02-30T25:61:00Z";
+    case 7: return Array.from({ length: Math.floor(rand() * 4) }, () => randomValue(rand, depth + 1));
+    default: return Object.fromEntries(Array.from({ length: Math.floor(rand() * 4) }, (_, i) => [["id", "name", "__proto__", "constructor", `k${i}`][Math.floor(rand() * 5)]!, randomValue(rand, depth + 1)]));
+  }
+}
+
+function mangle(rand: Rand, value: unknown): unknown {
+  if (value === null || typeof value !== "object") return rand() < 0.7 ? randomValue(rand) : value;
+  const copy: Record<string, unknown> = Array.isArray(value) ? ([...value] as unknown as Record<string, unknown>) : { ...(value as Record<string, unknown>) };
+  const keys = Object.keys(copy);
+  const r = rand();
+  if (keys.length && r < 0.45) {
+    const k = keys[Math.floor(rand() * keys.length)]!;
+    copy[k] = rand() < 0.5 ? mangle(rand, copy[k]) : randomValue(rand);
+  } else if (keys.length && r < 0.7) delete copy[keys[Math.floor(rand() * keys.length)]!];
+  else copy[`extra${Math.floor(rand() * 3)}`] = randomValue(rand);
+  return copy;
+}
+
+/** Fuzzes every JSON endpoint of the edge through `stack.edgeUrl`; `perEndpoint` inputs each. */
+export async function fuzzEdge(stack: TrustStack, perEndpoint: number, seed = 0xed9e): Promise<FuzzResult> {
+  const res: FuzzResult = { tried: 0, crashes: 0, notes: [], statuses: {} };
+  const clinicKey = (await stack.clinic(`fuzz-${Date.now()}`, 1_000_000)).apiKey;
+  const clinic = new ClinicClient(stack.edgeUrl, clinicKey);
+  const t1 = await clinic.registerTerminal("Fuzz 1", "doctor");
+  const t2 = await clinic.registerTerminal("Fuzz 2", "specialist");
+  const created = (await clinic.createConsultation({ patient: testPatient("F"), requester: { terminalId: t1.id }, consultant: { terminalId: t2.id } })).body;
+  const signer = new NodeSigner(stack.credential.nodeId, stack.credential.secret);
+  const nodeId = stack.credential.nodeId;
+  const hb = {
+    region: "local", url: "https://127.0.0.1:1/v1/session", apiUrl: stack.edgeToNode.url, certHashes: stack.node.certHashes,
+    capacity: { maxSessions: 100, maxGroups: 50, maxKbpsOut: 100000 },
+    load: { sessions: 0, groups: 0, kbpsIn: 0, kbpsOut: 0, cpu: 0, loopLagMs: 0, lossRate: 0 }, draining: false,
+  };
+  type Ep = { method: string; path: string; auth: (body: string) => Promise<string>; body: unknown };
+  const key = (k: string) => async () => k;
+  const node = (path: string) => (body: string) => signer.sign("POST", path, body);
+  const endpoints: Ep[] = [
+    { method: "PUT", path: "/v1/admin/clinics/fuzzed", auth: key(stack.secrets.ADMIN_KEY), body: { name: "Fuzzed", rateLimit: 5000 } },
+    { method: "POST", path: "/v1/terminals", auth: key(clinicKey), body: { label: "Room", kind: "doctor" } },
+    { method: "POST", path: "/v1/consultations", auth: key(clinicKey), body: { patient: testPatient("G"), requester: { terminalId: t1.id }, consultant: { terminalId: t2.id }, reason: "r", region: "local" } },
+    { method: "POST", path: `/v1/consultations/${created.id}/tokens`, auth: key(clinicKey), body: { terminalId: t1.id } },
+    { method: "POST", path: `/v1/terminals/${t1.id}/measurements`, auth: key(t1.secret), body: { measurements: [{ nodeId, rttMs: 10, jitterMs: 1, loss: 0 }] } },
+    { method: "POST", path: `/v1/nodes/${nodeId}/heartbeat`, auth: node(`/v1/nodes/${nodeId}/heartbeat`), body: hb },
+    { method: "POST", path: `/v1/nodes/${nodeId}/events`, auth: node(`/v1/nodes/${nodeId}/events`), body: { events: [{ id: "ev-fuzz", type: "joined", consultationId: created.id, groupId: created.group.id, terminalId: t1.id, at: Date.now() }] } },
+  ];
+  const send = async (label: string, method: string, path: string, bearer: string, body?: string) => {
+    res.tried++;
+    try {
+      const r = await fetch(`${stack.edgeUrl}${path}`, {
+        method, body,
+        headers: { authorization: `Bearer ${bearer}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+        signal: AbortSignal.timeout(10_000),
+      });
+      const text = await r.text();
+      res.statuses[r.status] = (res.statuses[r.status] ?? 0) + 1;
+      let shape = true;
+      try {
+        const j = JSON.parse(text);
+        if (r.status >= 400) shape = typeof j?.error?.code === "string" && typeof j?.error?.message === "string";
+      } catch { shape = false; }
+      if (!ALLOWED.has(r.status) || !shape) {
+        res.crashes++;
+        res.notes.push(`${label}: ${r.status} ${text.slice(0, 80)}`);
+      }
+    } catch (err) {
+      res.crashes++;
+      res.notes.push(`${label}: no answer (${(err as Error).name})`);
+    }
+  };
+  for (const [n, ep] of endpoints.entries()) {
+    const rand = prng(seed + n);
+    const valid = new TextEncoder().encode(JSON.stringify(ep.body));
+    for (let i = 0; i < perEndpoint; i++) {
+      const kind = i % 4;
+      const payload = kind === 0 ? new TextDecoder().decode(mutate(rand, valid))
+        : kind === 3 ? new TextDecoder().decode(randomBytesFrom(rand, Math.floor(rand() * 300)))
+        : JSON.stringify(mangle(rand, kind === 2 ? mangle(rand, ep.body) : ep.body));
+      await send(`${ep.method} ${ep.path} #${i}`, ep.method, ep.path, await ep.auth(payload), payload);
+    }
+  }
+  // Mangled tokens, ids and query strings.
+  const rand = prng(seed ^ 0x70c3);
+  const tokenBytes = new TextEncoder().encode(created.tokens[0]!.token);
+  for (let i = 0; i < perEndpoint; i++) {
+    const bad = new TextDecoder().decode(mutate(rand, tokenBytes)).replace(/[\s\u0000-\u001f\u007f-\uffff]/g, "") || "x";
+    await send(`GET /v1/join #${i}`, "GET", "/v1/join", bad);
+    const q = encodeURIComponent(String(randomValue(rand)).replace(/[\ud800-\udfff]/g, "?")).slice(0, 60);
+    await send(`GET invitations #${i}`, "GET", `/v1/terminals/${t1.id}/invitations?wait=${q.slice(0, 8)}&after=${q}`, t1.secret);
+    await send(`GET consultations #${i}`, "GET", `/v1/consultations?limit=${q.slice(0, 8)}&status=${q}&before=${q}`, clinicKey);
+    await send(`GET consultation by odd id #${i}`, "GET", `/v1/consultations/${q || "x"}`, clinicKey);
+  }
+  if (!stack.edge.process.running) {
+    res.crashes++;
+    res.notes.push("the edge process died");
+  }
+  return res;
+}
+
+/** Mutated control messages and media datagrams to the media node over QUIC. */
+export async function fuzzNode(stack: TrustStack, sessions: number, datagrams: number, seed = 0x90de): Promise<FuzzResult> {
+  const res: FuzzResult = { tried: 0, crashes: 0, notes: [], statuses: {} };
+  const rand = prng(seed);
+  const clinic = new ClinicClient(stack.edgeUrl, stack.clinicApiKey);
+  const t1 = await clinic.registerTerminal("Fuzz node 1", "doctor");
+  const t2 = await clinic.registerTerminal("Fuzz node 2", "specialist");
+  const created = (await clinic.createConsultation({ patient: testPatient("N"), requester: { terminalId: t1.id }, consultant: { terminalId: t2.id } })).body;
+  const url = created.group.node.url;
+  const hashes = (created.group.node.certHashes ?? []).map((h) => ({ algorithm: "sha-256", value: fromBase64(h) as BufferSource }));
+  const samples = [
+    encodeControl({ t: "join", v: 1, token: created.tokens[0]!.token, sdk: "fuzz" }),
+    encodeControl({ t: "ping", n: 5, ts: 1.5 }),
+    encodeControl({ t: "signal", kind: "k", body: { a: [1, 2] }, to: 1 }),
+    encodeControl({ t: "nack", track: 1, sequences: [1, 2], slot: 1 }),
+  ];
+  // 1. Before join: one mutated control message per session (most close it at once).
+  for (let i = 0; i < sessions; i++) {
+    res.tried++;
+    let wt: WebTransport | undefined;
+    try {
+      wt = new WebTransport(url, { serverCertificateHashes: hashes });
+      await wt.ready;
+      wt.closed.catch(() => {});
+      const s = await wt.createBidirectionalStream();
+      const w = s.writable.getWriter();
+      const input = i % 3 === 0 ? randomBytesFrom(rand, Math.floor(rand() * 200)) : mutate(rand, samples[i % samples.length]!);
+      await w.write(i % 5 === 0 ? input : frame(input));
+      await Promise.race([wt.closed.catch(() => {}), sleep(40)]);
+    } catch { /* refused: fine */ }
+    try { wt?.close(); } catch { /* closed */ }
+  }
+  // 2. After join: mutated media datagrams from a member (a raw client speaking the protocol
+  // itself), paced under the node's abuse limit so the session lives through them.
+  const raw = new WebTransport(url, { serverCertificateHashes: hashes });
+  await raw.ready;
+  let rawClosed = false;
+  raw.closed.then(() => { rawClosed = true; }, () => { rawClosed = true; });
+  const control = await raw.createBidirectionalStream();
+  const cw = control.writable.getWriter();
+  await cw.write(frame(encodeControl({ t: "join", v: 1, token: created.tokens[0]!.token, sdk: "fuzz" })));
+  const decoder = new FrameDecoder();
+  const cr = control.readable.getReader();
+  for (let welcomed = false; !welcomed;) {
+    const { value, done } = await cr.read();
+    if (done) throw new Error("fuzz: the raw member was not admitted");
+    welcomed = decoder.push(value).some((m) => decodeNodeMessage(m).t === "welcome");
+  }
+  void (async () => { try { for (;;) if ((await cr.read()).done) return; } catch { /* closed */ } })();
+  const b = await TerminalSession.connect({ url, certHashes: created.group.node.certHashes, token: created.tokens[1]!.token, sdk: "fuzz" });
+  const good = fragmentFrame({ flags: 1, track: 1, source: 0, sequence: 1, timestamp: 1000 }, randomBytesFrom(rand, 3000), 1100);
+  const w = raw.datagrams.writable.getWriter();
+  for (let i = 0; i < datagrams && !rawClosed; i++) {
+    res.tried++;
+    const d = i % 3 === 0 ? randomBytesFrom(rand, Math.floor(rand() * 1200)) : mutate(rand, good[i % good.length]!);
+    await w.write(d).catch(() => {});
+    if (i % 20 === 19) await sleep(120); // ~160/s: below the node's 200 malformed/s abuse limit
+    if (i % 200 === 199) await cw.write(frame(encodeControl({ t: "ping", n: i }))).catch(() => {});
+  }
+  // The node still serves: health, the process alive, and genuine media forwarded to the peer
+  // (counted as datagrams reaching it: what the peer's own reordering then makes of a track
+  // the fuzz scrambled is the terminal's business, not the node's).
+  await sleep(300);
+  const before = b.counters.datagramsReceived;
+  for (let i = 0; i < 5; i++) await w.write(fragmentFrame({ flags: 0, track: 0, source: 0, sequence: 60_000 + i, timestamp: i }, new Uint8Array(100), 1100)[0]!).catch(() => {});
+  await sleep(600);
+  const got = b.counters.datagramsReceived - before;
+  const health = await fetch(`${stack.node.apiUrl}/health`).then((r) => r.ok, () => false);
+  if (!health || !stack.node.process.running) {
+    res.crashes++;
+    res.notes.push("the node stopped serving");
+  }
+  if (rawClosed) res.notes.push("the fuzzing member was closed by the node (abuse limit)");
+  else if (got === 0) {
+    res.crashes++;
+    res.notes.push("a genuine frame was not forwarded after the fuzz");
+  }
+  try { raw.close(); } catch { /* closed */ }
+  await b.leave().catch(() => {});
+  return res;
+}
