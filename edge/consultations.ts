@@ -9,7 +9,7 @@ import type { ClinicPrincipal, EdgeDeps } from "./context.ts";
 import type { ConsultationTable } from "./db/schema.ts";
 import { isUniqueViolation } from "./db/store.ts";
 import { ApiError, badRequest, conflict, unavailable } from "./errors.ts";
-import { placeGroup } from "./placement.ts";
+import { legQueries, legsOf, nodeOfTerminal, placeConsultation } from "./cascade.ts";
 import { cipherContext as ctx, currentNode, findOwned, joinUrl, nodeRef, readDetails } from "./records.ts";
 import { iso } from "./secrets.ts";
 import { tokenQueries } from "./tokens.ts";
@@ -66,7 +66,8 @@ async function createdView(deps: EdgeDeps, row: ConsultationTable) {
     tokens: await Promise.all(
       tokens.map(async (t) => {
         const token = await deps.config.phi.decrypt(t.token_enc, ctx.token(row.clinic_id, t.jti));
-        return { terminalId: t.terminal_id, role: t.role, token, joinUrl: joinUrl(deps, token), expiresAt: iso(t.expires_at) };
+        const { id, url, certHashes } = await nodeOfTerminal(deps, row, t.terminal_id);
+        return { terminalId: t.terminal_id, role: t.role, token, joinUrl: joinUrl(deps, token), expiresAt: iso(t.expires_at), node: { id, url, certHashes } };
       }),
     ),
   };
@@ -116,7 +117,7 @@ export async function createConsultation(deps: EdgeDeps, who: ClinicPrincipal, b
     { terminalId: body.requester.terminalId, role: "requester" },
     { terminalId: body.consultant.terminalId, role: "consultant" },
   ];
-  const placement = await placeGroup(
+  const placement = await placeConsultation(
     deps,
     { groupId, consultationId: id, clinicId, attributes, members, expiresAt: now + config.groupTtlSec * 1000 },
     body.region,
@@ -127,7 +128,7 @@ export async function createConsultation(deps: EdgeDeps, who: ClinicPrincipal, b
     throw unavailable("no_media_node", "no media node can host the consultation now; retry later");
   }
 
-  const issued: { terminalId: string; role: Role; token: string; joinUrl: string; expiresAt: string | null }[] = [];
+  const issued: { terminalId: string; role: Role; token: string; joinUrl: string; expiresAt: string | null; node: { id: string; url: string; certHashes: string[] } }[] = [];
   try {
     const ref = await patientRef(config.patientHashKey, clinicId, body.patient.id);
     const actor = { type: "clinic" as const, id: who.keyId };
@@ -161,13 +162,16 @@ export async function createConsultation(deps: EdgeDeps, who: ClinicPrincipal, b
         .compile(),
       auditQuery(store, { clinicId, consultationId: id, at: now, actor, action: "create", detail: { nodeId: node.id, groupId } }),
     ];
+    queries.push(...legQueries(deps, id, clinicId, placement.legs));
     for (const m of members) {
-      const t = await tokenQueries(deps, { clinicId, consultationId: id, groupId, nodeId: node.id, patientRef: ref, attributes, terminalId: m.terminalId, role: m.role, now, actor });
+      // A cascaded terminal's token names its own node.
+      const its = placement.legs.find((l) => l.terminalId === m.terminalId)?.node ?? node;
+      const t = await tokenQueries(deps, { clinicId, consultationId: id, groupId, nodeId: its.id, patientRef: ref, attributes, terminalId: m.terminalId, role: m.role, now, actor });
       queries.push(
         store.db.insertInto("participants").values({ consultation_id: id, clinic_id: clinicId, terminal_id: m.terminalId, role: m.role, joined_at: null, left_at: null }).compile(),
         ...t.queries,
       );
-      issued.push({ terminalId: m.terminalId, role: m.role, token: t.token, joinUrl: joinUrl(deps, t.token), expiresAt: iso(t.expiresAt) });
+      issued.push({ terminalId: m.terminalId, role: m.role, token: t.token, joinUrl: joinUrl(deps, t.token), expiresAt: iso(t.expiresAt), node: { id: its.id, url: its.url, certHashes: its.certHashes } });
     }
     await store.batch(queries);
   } catch (err) {
@@ -177,6 +181,7 @@ export async function createConsultation(deps: EdgeDeps, who: ClinicPrincipal, b
     // Nothing was recorded: release the group so the node does not keep it. (The node takes
     // only close reasons a terminal may be told; no terminal has joined this group.)
     await deps.nodeApi.closeGroup({ id: node.id, apiUrl: node.apiUrl }, groupId, "consultationEnded");
+    for (const l of placement.legs) await deps.nodeApi.closeGroup({ id: l.node.id, apiUrl: l.node.apiUrl }, groupId, "consultationEnded");
     if (idempotencyKey && isUniqueViolation(err)) {
       const again = await replay(deps, clinicId, idempotencyKey, hash!);
       if (again) return { status: 201 as const, body: again };
@@ -306,6 +311,8 @@ export async function endConsultation(deps: EdgeDeps, who: ClinicPrincipal, id: 
     ...live.map((t) => auditQuery(store, { clinicId: who.clinicId, consultationId: id, at: now, actor, action: "token.revoke", terminalId: t.terminal_id, detail: { jti: t.jti, reason: "consultationEnded" } })),
   ]);
   const closed = await deps.nodeApi.closeGroup(await nodeRef(deps, row.node_id, row.node_api_url), row.group_id, "consultationEnded");
+  // A cascade's other node closes its part too.
+  for (const leg of await legsOf(deps, id, who.clinicId)) await deps.nodeApi.closeGroup(await nodeRef(deps, leg.node_id, leg.node_api_url), row.group_id, "consultationEnded");
   return {
     id,
     status: "ended" as const,

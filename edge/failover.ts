@@ -12,7 +12,8 @@ import { auditQuery } from "./audit.ts";
 import type { EdgeDeps } from "./context.ts";
 import { ApiError, unavailable } from "./errors.ts";
 import { placeGroup } from "./placement.ts";
-import { currentNode, nodeRef } from "./records.ts";
+import { nodeRef } from "./records.ts";
+import { legsOf, nodeOfTerminal } from "./cascade.ts";
 import { iso } from "./secrets.ts";
 import { tokenQueries } from "./tokens.ts";
 
@@ -84,7 +85,22 @@ export async function replacePlacement(deps: EdgeDeps, token: string, req: Repla
 
   let moved = false;
   let nodeId = cons.node_id;
-  if (cons.node_id === req.failedNodeId) {
+  const legs = await legsOf(deps, cons.id, cons.clinic_id);
+  if (cons.node_id !== req.failedNodeId && legs.some((l) => l.node_id === req.failedNodeId)) {
+    // The cascade's other node failed: its terminal joins the consultation's node directly.
+    const del = await store.db.deleteFrom("consultation_legs").where("consultation_id", "=", cons.id).where("clinic_id", "=", cons.clinic_id).where("node_id", "=", req.failedNodeId).executeTakeFirst();
+    if (Number(del.numDeletedRows) > 0) {
+      moved = true;
+      await store.batch([auditQuery(store, {
+        clinicId: cons.clinic_id, consultationId: cons.id, at: now, actor, action: "failover", terminalId,
+        detail: { fromNodeId: req.failedNodeId, toNodeId: cons.node_id, reason: req.reason, groupId: cons.group_id },
+      })]);
+      if (req.reason !== "nodeLost") {
+        const leg = legs.find((l) => l.node_id === req.failedNodeId)!;
+        void nodeRef(deps, leg.node_id, leg.node_api_url).then((ref) => deps.nodeApi.closeGroup(ref, cons.group_id, "nodeDraining")).catch(() => {});
+      }
+    }
+  } else if (cons.node_id === req.failedNodeId) {
     const members = await store.db.selectFrom("participants").select(["terminal_id", "role"]).where("consultation_id", "=", cons.id).where("clinic_id", "=", cons.clinic_id).execute();
     const attributes = JSON.parse(cons.attributes) as GroupAttributes;
     const groupReq = {
@@ -116,6 +132,13 @@ export async function replacePlacement(deps: EdgeDeps, token: string, req: Repla
       if (req.reason !== "nodeLost") {
         void nodeRef(deps, req.failedNodeId, cons.node_api_url).then((ref) => deps.nodeApi.closeGroup(ref, cons.group_id, "nodeDraining")).catch(() => {});
       }
+      // A cascade ends here: everyone on the one new node; terminals of the other node follow.
+      if (legs.length) {
+        await store.db.deleteFrom("consultation_legs").where("consultation_id", "=", cons.id).where("clinic_id", "=", cons.clinic_id).execute();
+        for (const leg of legs) {
+          if (leg.node_id !== to.id) void nodeRef(deps, leg.node_id, leg.node_api_url).then((ref) => deps.nodeApi.closeGroup(ref, cons.group_id, "nodeDraining")).catch(() => {});
+        }
+      }
     } else {
       const now2 = await store.db.selectFrom("consultations").select("node_id").where("id", "=", cons.id).where("clinic_id", "=", cons.clinic_id).executeTakeFirst();
       nodeId = now2?.node_id ?? cons.node_id;
@@ -124,8 +147,9 @@ export async function replacePlacement(deps: EdgeDeps, token: string, req: Repla
     }
   }
   const row = await store.db.selectFrom("consultations").selectAll().where("id", "=", cons.id).where("clinic_id", "=", cons.clinic_id).executeTakeFirstOrThrow();
+  const its = await nodeOfTerminal(deps, row, terminalId);
   const issued = await tokenQueries(deps, {
-    clinicId: cons.clinic_id, consultationId: cons.id, groupId: cons.group_id, nodeId: row.node_id, patientRef: cons.patient_ref,
+    clinicId: cons.clinic_id, consultationId: cons.id, groupId: cons.group_id, nodeId: its.id, patientRef: cons.patient_ref,
     attributes: JSON.parse(cons.attributes) as GroupAttributes, terminalId, role: tok.role, now,
     actor,
   });
@@ -134,7 +158,7 @@ export async function replacePlacement(deps: EdgeDeps, token: string, req: Repla
     consultationId: cons.id,
     groupId: cons.group_id,
     moved,
-    node: await currentNode(deps, row),
+    node: { id: its.id, url: its.url, certHashes: its.certHashes },
     token: issued.token,
     expiresAt: iso(issued.expiresAt),
   };

@@ -27,6 +27,8 @@ export interface NodeApi {
   reserveGroup(node: NodeRef, req: GroupRequest): Promise<ReserveOutcome>;
   closeGroup(node: NodeRef, groupId: string, reason: string): Promise<{ ok: boolean; closedSessions?: number }>;
   revoke(node: NodeRef, groupId: string, what: { jtis?: string[]; terminalIds?: string[] }): Promise<{ ok: boolean }>;
+  /** Tells `node` to cascade the group with a peer node (docs/internal-apis.md, cascading). */
+  cascade?(node: NodeRef, groupId: string, spec: { peerNodeId: string; peerUrl: string; certHashes: string[]; token: string }): Promise<{ ok: boolean }>;
 }
 
 export interface FetchNodeApiOptions {
@@ -71,6 +73,15 @@ export function fetchNodeApi(opts: FetchNodeApiOptions): NodeApi {
         }
         const body = (await res.json().catch(() => ({}))) as { closedSessions?: number };
         return { ok: true, closedSessions: typeof body.closedSessions === "number" ? body.closedSessions : undefined };
+      } catch {
+        return { ok: false };
+      }
+    },
+    async cascade(node, groupId, spec) {
+      try {
+        const res = await call(node, "POST", `/v1/groups/${encodeURIComponent(groupId)}/cascade`, spec);
+        await res.body?.cancel().catch(() => {});
+        return { ok: res.ok };
       } catch {
         return { ok: false };
       }

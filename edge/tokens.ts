@@ -10,6 +10,7 @@ import type { ClinicPrincipal, EdgeDeps } from "./context.ts";
 import { ApiError, badRequest, notFound } from "./errors.ts";
 import { cipherContext as ctx, findOwned, joinUrl, nodeRef } from "./records.ts";
 import { iso } from "./secrets.ts";
+import { legsOf } from "./cascade.ts";
 
 export interface TokenSpec {
   clinicId: string;
@@ -111,5 +112,7 @@ export async function revokeToken(deps: EdgeDeps, who: ClinicPrincipal, id: stri
     auditQuery(store, { clinicId: who.clinicId, consultationId: id, at: now, actor: { type: "clinic", id: who.keyId }, action: "token.revoke", terminalId: tok.terminal_id, detail: { jti, reason: "revoked" } }),
   ]);
   const told = row.status === "ended" ? { ok: false } : await deps.nodeApi.revoke(await nodeRef(deps, row.node_id, row.node_api_url), row.group_id, { jtis: [jti] });
+  // A cascaded terminal's session is on its own node.
+  if (row.status !== "ended") for (const leg of await legsOf(deps, id, who.clinicId)) await deps.nodeApi.revoke(await nodeRef(deps, leg.node_id, leg.node_api_url), row.group_id, { jtis: [jti] });
   return { jti, revokedAt: iso(now), nodeNotified: told.ok };
 }

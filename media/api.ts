@@ -5,6 +5,7 @@ import { TokenError } from "../src/token/verify.ts";
 import { ROLES, type GroupAttributes, type Role } from "../src/types.ts";
 import type { EdgeAuth } from "./auth.ts";
 import type { GroupSpec, Relay } from "./relay/relay.ts";
+import type { CascadeSpec } from "./cascade/manager.ts";
 
 export interface ApiDeps {
   nodeId: string;
@@ -13,6 +14,8 @@ export interface ApiDeps {
   certHashes(): string[];
   /** Extra figures for GET /v1/stats (operators, tests). */
   stats?(): Record<string, unknown>;
+  /** Cascades a group with another node (media/cascade/); resolves true once attached. */
+  cascade?(spec: CascadeSpec): Promise<boolean>;
   log: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -132,6 +135,21 @@ export function createApi(deps: ApiDeps): Hono {
     const n = relay.revoke(groupId, jtis, terminalIds);
     if (n === undefined) return fail(404, "group_unknown", "no such group on this node");
     return c.json({ closedSessions: n });
+  });
+
+  // Edge → dialing node of a cascaded group: reach the peer node and attach the group there.
+  app.post("/v1/groups/:groupId/cascade", async (c) => {
+    const b = await jsonBody(c.req.raw);
+    const groupId = c.req.param("groupId");
+    if (!relay.groups.has(groupId)) return fail(404, "group_unknown", "no such group on this node");
+    if (!isId(b.peerNodeId)) fail(400, "validation_failed", "peerNodeId is missing or malformed");
+    if (typeof b.peerUrl !== "string" || !/^https:\/\/\S{1,500}$/.test(b.peerUrl)) fail(400, "validation_failed", "peerUrl must be an https URL");
+    if (typeof b.token !== "string" || b.token.length > 4096) fail(400, "validation_failed", "token is missing");
+    const hashes = b.certHashes === undefined ? undefined : b.certHashes;
+    if (hashes !== undefined && (!Array.isArray(hashes) || hashes.length > 8 || !hashes.every((h) => typeof h === "string" && h.length <= 128))) fail(400, "validation_failed", "certHashes is malformed");
+    if (!deps.cascade) return fail(501, "not_supported", "this node does not cascade");
+    const attached = await deps.cascade({ groupId, peerNodeId: b.peerNodeId as string, peerUrl: b.peerUrl as string, certHashes: hashes as string[] | undefined, token: b.token as string });
+    return attached ? c.json({ groupId, attached: true }) : fail(502, "cascade_failed", "the peer node did not accept the group");
   });
 
   app.get("/v1/stats", (c) => {

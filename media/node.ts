@@ -8,6 +8,7 @@ import { createApi } from "./api.ts";
 import { EdgeReporter } from "./reporter.ts";
 import { signingFetch } from "./node-auth.ts";
 import { ProbeServer, isProbeSession } from "./probe.ts";
+import { CascadeManager, isCascadeJti, isCascadeSession } from "./cascade/manager.ts";
 import { RevocationPoller } from "./revocations.ts";
 import { LoadMeter } from "./metrics.ts";
 import { Relay, type RelayLimits } from "./relay/relay.ts";
@@ -123,6 +124,8 @@ export class MediaNode {
   private readonly meter = new LoadMeter();
   /** Path probes on /v1/probe (media/probe.ts). */
   readonly probes = new ProbeServer();
+  /** Node-to-node links of cascaded groups (media/cascade/). */
+  cascade?: CascadeManager;
   private readonly timers: ReturnType<typeof setInterval>[] = [];
   private lastCounters = { bytesIn: 0, bytesOut: 0, at: Date.now() };
   private readonly log: Logger;
@@ -135,7 +138,11 @@ export class MediaNode {
     this.relay = new Relay({
       limits: config.limits,
       log: this.log,
-      onEvent: (e) => reporter?.enqueue(e),
+      onEvent: (e) => {
+        this.cascade?.onRelayEvent(e);
+        // A cascade link's stand-in for a remote terminal is not a join to report.
+        if (!isCascadeJti(e.jti)) reporter?.enqueue(e);
+      },
     });
     if (!deps.noReporter) {
       reporter = this.reporter = new EdgeReporter({
@@ -180,12 +187,14 @@ export class MediaNode {
     }
     const keys = this.deps.keys ?? edgeJwks(config.edgeUrl);
     const auth = new EdgeAuth(keys, config.nodeId, config.issuer);
+    this.cascade = new CascadeManager({ nodeId: config.nodeId, issuer: config.issuer, relay: this.relay, keys, log: this.log });
     const sessionOptions = config.session;
     this.quic = listenQuic({
       hostname: config.mediaHost, port: config.mediaPort, cert, key,
       onError: (err) => this.log("transport error", { error: String((err as Error)?.message ?? err).slice(0, 200) }),
     }, (t) => {
       if (isProbeSession(t)) return this.probes.serve(t);
+      if (isCascadeSession(t)) return this.cascade!.accept(t);
       const s = new NodeSession(t, { relay: this.relay, verifyToken: (tok) => auth.verifyConsultation(tok), log: this.log, options: sessionOptions });
       void s.run().catch(() => {});
     });
@@ -194,7 +203,8 @@ export class MediaNode {
     const api = createApi({
       nodeId: config.nodeId, relay: this.relay, auth, log: this.log,
       certHashes: () => this.certHashes,
-      stats: () => ({ reporterQueue: this.reporter?.queue.length ?? 0, edgeUp: this.reporter?.edgeUp ?? false, revocationChecks: this.revocations?.checks ?? 0 }),
+      stats: () => ({ reporterQueue: this.reporter?.queue.length ?? 0, edgeUp: this.reporter?.edgeUp ?? false, revocationChecks: this.revocations?.checks ?? 0, cascade: this.cascade?.stats() }),
+      cascade: (spec) => this.cascade!.cascade(spec),
     });
     await new Promise<void>((resolve) => {
       this.http = Deno.serve({
@@ -260,6 +270,7 @@ export class MediaNode {
     for (const t of this.timers) clearInterval(t);
     this.revocations?.stop();
     this.meter.stop();
+    this.cascade?.close();
     // Give the `left` events a last chance to reach the edge (they are retried only while running).
     if (this.reporter) await Promise.race([this.reporter.flush(), new Promise((r) => setTimeout(r, 1000))]);
     this.reporter?.stop();

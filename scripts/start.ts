@@ -29,6 +29,10 @@ function log(source: string, line: string) {
   const tag = process.stdout.isTTY ? `\x1b[${COLORS[source] ?? "33"}m${source.padEnd(7)}\x1b[0m` : source.padEnd(7);
   // wrangler prints its own banners and blank frames; keep the log readable.
   if (/^[\s─╭╮╰╯│⎔]*$/.test(line)) return;
+  // wrangler repeats every request the edge already logs; node reports every few seconds are
+  // noise unless they fail.
+  if (line.startsWith("[wrangler:info] ") && !/Ready on|error/i.test(line)) return;
+  if (/ \/v1\/nodes\/:nodeId\/(heartbeat|revocations|events) 200 /.test(line)) return;
   console.log(`${tag} │ ${line}`);
 }
 

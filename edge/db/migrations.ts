@@ -148,6 +148,25 @@ export const MIGRATIONS: Migration[] = [
       )`,
     ],
   },
+  {
+    id: 2,
+    name: "cascade legs",
+    statements: [
+      // A cascaded consultation's terminals that sit on a node other than the consultation's
+      // node (src/routing/cascade.ts, edge/cascade.ts).
+      `CREATE TABLE consultation_legs (
+        consultation_id TEXT NOT NULL REFERENCES consultations(id),
+        clinic_id TEXT NOT NULL,
+        terminal_id TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        node_url TEXT NOT NULL,
+        node_api_url TEXT NOT NULL,
+        cert_hashes TEXT NOT NULL,
+        PRIMARY KEY (consultation_id, terminal_id)
+      )`,
+      `CREATE INDEX consultation_legs_node ON consultation_legs (node_id)`,
+    ],
+  },
 ];
 
 async function appliedIds(store: Store): Promise<Set<number>> {

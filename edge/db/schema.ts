@@ -14,6 +14,7 @@ export interface Database {
   nodes: NodeTable;
   node_events: NodeEventTable;
   path_measurements: PathMeasurementTable;
+  consultation_legs: ConsultationLegTable;
   rate_limits: RateLimitTable;
 }
 
@@ -150,4 +151,15 @@ export interface RateLimitTable {
   bucket: string;
   window: number;
   count: number;
+}
+
+/** A terminal of a cascaded consultation placed on another node than the consultation's. */
+export interface ConsultationLegTable {
+  consultation_id: string;
+  clinic_id: string;
+  terminal_id: string;
+  node_id: string;
+  node_url: string;
+  node_api_url: string;
+  cert_hashes: string;
 }

@@ -8,6 +8,7 @@ import { TokenError, verifyConsultationToken } from "../../src/token/verify.ts";
 import { auditQuery } from "../audit.ts";
 import { bearer } from "../auth.ts";
 import { readDetails } from "../records.ts";
+import { nodeOfTerminal } from "../cascade.ts";
 import type { AppEnv, EdgeDeps } from "../context.ts";
 import { ApiError } from "../errors.ts";
 import { iso } from "../secrets.ts";
@@ -22,8 +23,9 @@ export function joinRoutes(app: Hono<AppEnv>, deps: EdgeDeps) {
     const token = bearer(c);
     if (!token) throw invalid();
     let cid: unknown;
+    let sub: unknown;
     try {
-      cid = decodeJwt(token).cid;
+      ({ cid, sub } = decodeJwt(token));
     } catch {
       throw invalid();
     }
@@ -31,11 +33,13 @@ export function joinRoutes(app: Hono<AppEnv>, deps: EdgeDeps) {
     // Unverified claims only pick the record; the audience check below uses the record's node.
     const cons = await store.db.selectFrom("consultations").selectAll().where("id", "=", cid).executeTakeFirst();
     if (!cons) throw invalid();
+    // A cascaded terminal's token names its own node (edge/cascade.ts).
+    const its = await nodeOfTerminal(deps, cons, typeof sub === "string" ? sub : "");
     const now = deps.clock.now();
     const jwks = createLocalJWKSet({ keys: await config.keys.publicJwks(now) });
     let claims;
     try {
-      claims = await verifyConsultationToken(token, jwks, { issuer: config.issuer, audience: nodeAudience(cons.node_id), currentDate: new Date(now) });
+      claims = await verifyConsultationToken(token, jwks, { issuer: config.issuer, audience: nodeAudience(its.id), currentDate: new Date(now) });
     } catch (err) {
       if (err instanceof TokenError && err.reason === "tokenExpired") throw new ApiError(401, "token_expired", "the consultation token has expired");
       throw invalid();
@@ -61,7 +65,6 @@ export function joinRoutes(app: Hono<AppEnv>, deps: EdgeDeps) {
     const me = people.find((p) => p.terminal_id === claims.sub);
     const peer = people.find((p) => p.terminal_id !== claims.sub);
     if (!me) throw invalid();
-    const node = await store.db.selectFrom("nodes").select(["url", "cert_hashes"]).where("id", "=", cons.node_id).executeTakeFirst();
     const { reason } = await readDetails(deps, cons);
     await store.batch([auditQuery(store, { clinicId: cons.clinic_id, consultationId: cons.id, at: now, actor: { type: "terminal", id: me.terminal_id }, action: "read", terminalId: me.terminal_id, detail: { via: "join" } })]);
     c.header("cache-control", "no-store");
@@ -73,7 +76,7 @@ export function joinRoutes(app: Hono<AppEnv>, deps: EdgeDeps) {
       terminal: { id: me.terminal_id, label: me.label, kind: me.kind },
       peer: peer ? { role: peer.role, label: peer.label, kind: peer.kind } : null,
       ...(reason !== undefined ? { reason } : {}),
-      node: { id: cons.node_id, url: node?.url ?? cons.node_url, certHashes: JSON.parse(node?.cert_hashes ?? cons.cert_hashes) as string[] },
+      node: { id: its.id, url: its.url, certHashes: its.certHashes },
     });
   });
 }

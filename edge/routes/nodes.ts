@@ -147,13 +147,18 @@ export function nodeRoutes(app: Hono<AppEnv>, deps: EdgeDeps) {
     const now = d.clock.now();
     const at = Math.min(Math.round(e.at), now);
     // The node may only speak about groups it hosts.
-    const cons = await store.db
+    let cons = await store.db
       .selectFrom("consultations")
-      .select(["id", "clinic_id", "status"])
+      .select(["id", "clinic_id", "status", "node_id"])
       .where("id", "=", e.consultationId)
       .where("group_id", "=", e.groupId)
-      .where("node_id", "=", nodeId)
       .executeTakeFirst();
+    if (cons && cons.node_id !== nodeId) {
+      // A cascade's other node speaks only for its own terminal, and cannot end the consultation.
+      const leg = await store.db.selectFrom("consultation_legs").select("terminal_id").where("consultation_id", "=", cons.id).where("clinic_id", "=", cons.clinic_id).where("node_id", "=", nodeId).executeTakeFirst();
+      const allowed = leg && (e.type === "connected" || ((e.type === "joined" || e.type === "left") && e.terminalId === leg.terminal_id));
+      if (!allowed) cons = undefined;
+    }
     const record = store.db.insertInto("node_events").values({ node_id: nodeId, id: e.id, type: e.type, consultation_id: e.consultationId, received_at: now }).compile();
     const queries: CompiledQuery[] = [record];
     if (cons) {

@@ -7,6 +7,7 @@ import { auditQuery } from "../audit.ts";
 import { authTerminal } from "../auth.ts";
 import { requireJson } from "../body.ts";
 import { cipherContext, joinUrl, nodeRef } from "../records.ts";
+import { nodeOfTerminal } from "../cascade.ts";
 import type { AppEnv, EdgeDeps } from "../context.ts";
 import { badRequest, notFound } from "../errors.ts";
 import { iso, newSecret } from "../secrets.ts";
@@ -91,6 +92,11 @@ export function terminalRoutes(app: Hono<AppEnv>, deps: EdgeDeps, clinicAuth: Mi
     const notified = await Promise.all(
       [...groups.values()].map(async (t) => deps.nodeApi.revoke(await nodeRef(deps, t.node_id, t.node_api_url), t.group_id, { terminalIds: [id], jtis: live.filter((x) => x.group_id === t.group_id).map((x) => x.jti) })),
     );
+    // A cascade puts the terminal's session on its leg's node.
+    for (const t of groups.values()) {
+      const its = await nodeOfTerminal(deps, { id: t.consultation_id, clinic_id: who.clinicId, node_id: t.node_id, node_url: "", node_api_url: t.node_api_url, cert_hashes: "[]" }, id);
+      if (its.id !== t.node_id) await deps.nodeApi.revoke({ id: its.id, apiUrl: its.apiUrl }, t.group_id, { terminalIds: [id] });
+    }
     return c.json({ id, revokedAt: iso(row.revoked_at ?? now), revokedTokens: live.length, nodesNotified: notified.filter((n) => n.ok).length });
   });
 
@@ -135,10 +141,13 @@ export function terminalRoutes(app: Hono<AppEnv>, deps: EdgeDeps, clinicAuth: Mi
           ]);
         }
         const nodes = await store.db.selectFrom("nodes").select(["id", "url", "cert_hashes"]).where("id", "in", [...new Set(rows.map((r) => r.node_id))]).execute();
+        const legs = await store.db.selectFrom("consultation_legs").select("consultation_id").where("terminal_id", "=", terminal.id).where("clinic_id", "=", terminal.clinic_id).where("consultation_id", "in", [...new Set(rows.map((r) => r.consultationId))]).execute();
         const invitations = await Promise.all(
           rows.map(async (r) => {
             const token = await deps.config.phi.decrypt(r.token_enc, cipherContext.token(terminal.clinic_id, r.jti));
             const n = nodes.find((x) => x.id === r.node_id);
+            // A cascaded terminal joins its own node (edge/cascade.ts).
+            const leg = legs.find((l) => l.consultation_id === r.consultationId);
             return {
               id: String(r.seq),
               consultationId: r.consultationId,
@@ -147,7 +156,9 @@ export function terminalRoutes(app: Hono<AppEnv>, deps: EdgeDeps, clinicAuth: Mi
               token,
               joinUrl: joinUrl(deps, token),
               expiresAt: iso(r.expires_at),
-              node: { id: r.node_id, url: n?.url ?? r.node_url, certHashes: JSON.parse(n?.cert_hashes ?? r.cert_hashes) as string[] },
+              node: leg
+                ? await nodeOfTerminal(deps, { id: r.consultationId, clinic_id: terminal.clinic_id, node_id: r.node_id, node_url: r.node_url, node_api_url: "", cert_hashes: r.cert_hashes }, terminal.id).then(({ id, url, certHashes }) => ({ id, url, certHashes }))
+                : { id: r.node_id, url: n?.url ?? r.node_url, certHashes: JSON.parse(n?.cert_hashes ?? r.cert_hashes) as string[] },
             };
           }),
         );

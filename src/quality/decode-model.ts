@@ -58,7 +58,10 @@ export class FreezeMeter {
   maxFreezeMs = 0;
   rendered = 0;
 
-  constructor(private readonly frameIntervalMs: number) {}
+  /** `startedAt`: when frames were first expected (the wait for the first one counts); omitted, counting starts at the first frame. */
+  constructor(private readonly frameIntervalMs: number, startedAt?: number) {
+    this.last = startedAt;
+  }
 
   render(now: number): void {
     this.rendered++;
@@ -70,7 +73,7 @@ export class FreezeMeter {
   /** Closes the measurement at `now` (a freeze running at the end counts). */
   finish(now: number): void {
     if (this.last !== undefined) this.gap(now - this.last);
-    else if (this.first === undefined) this.gap(Infinity);
+    else this.gap(Infinity);
     this.last = now;
   }
 

@@ -25,16 +25,16 @@ export interface EncodingLimits {
   /** The camera's resolution: never encode above it. */
   maxHeight?: number;
   maxFps?: number;
-  /** Share of the estimate given to video (audio and retransmissions need the rest). */
+  /** Share of the estimate given to video (audio, its redundancy, retransmissions and keyframes need the rest; default 0.7). */
   videoShare?: number;
-  /** Audio bitrate reserved out of the estimate, kbit/s. */
+  /** Audio bitrate reserved out of the estimate, kbit/s (default 60: Opus at 32 kbit/s plus packet overhead). */
   audioKbps?: number;
 }
 
 /** The rung for an estimate of the path, kbit/s. */
 export function chooseEncoding(estimateKbps: number, limits: EncodingLimits = {}): Encoding {
-  const share = limits.videoShare ?? 0.85;
-  const video = Math.max(50, (estimateKbps - (limits.audioKbps ?? 40)) * share);
+  const share = limits.videoShare ?? 0.7;
+  const video = Math.max(50, (estimateKbps - (limits.audioKbps ?? 60)) * share);
   for (let i = 0; i < LADDER.length; i++) {
     const rung = LADDER[i]!;
     if (limits.maxHeight !== undefined && rung.height > limits.maxHeight) continue;

@@ -47,8 +47,8 @@ export class BandwidthEstimator {
 
   constructor(opts: EstimatorOptions = {}) {
     this.o = {
-      initialKbps: 1500, minKbps: 100, maxKbps: 6000, delayThresholdMs: 40, heavyLoss: 0.25, holdLoss: 0.08,
-      increasePerSec: 0.15, ...opts,
+      initialKbps: 1500, minKbps: 100, maxKbps: 6000, delayThresholdMs: 25, heavyLoss: 0.25, holdLoss: 0.08,
+      increasePerSec: 0.2, ...opts,
     };
     this.estimateKbps = clamp(this.o.initialKbps, this.o.minKbps, this.o.maxKbps);
   }
@@ -70,11 +70,11 @@ export class BandwidthEstimator {
     const overused = (s.delayMs > o.delayThresholdMs && (rising || s.delayMs > 2 * o.delayThresholdMs));
     let est = this.estimateKbps;
     // The first report: nothing is known beyond what arrived, so start a probing step above it.
-    if (this.samples === 1) est = Math.min(est, rx * 1.25 + 100);
+    if (this.samples === 1) est = Math.min(est, rx * 1.1 + 100);
     if (overused) {
       // The queue grows: what arrived is what the path carries; go a little under it to drain.
       this.state = "decrease";
-      est = Math.min(est, Math.max(rx, this.receivedKbps * 0.5) * 0.85);
+      est = Math.min(est, rx * 0.85);
       this.holdUntil = now + 1000;
     } else if (s.loss > o.heavyLoss) {
       this.state = "decrease";
@@ -86,7 +86,7 @@ export class BandwidthEstimator {
       this.state = "increase";
       const grown = est * (1 + (o.increasePerSec * s.intervalMs) / 1000);
       // Probe only a step above what the path has shown it can carry.
-      est = Math.max(est, Math.min(grown, Math.max(this.receivedKbps, rx) * 1.25 + 100));
+      est = Math.max(est, Math.min(grown, this.receivedKbps * 1.35 + 100));
     }
     this.estimateKbps = clamp(est, o.minKbps, o.maxKbps);
     return this.estimateKbps;

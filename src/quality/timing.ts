@@ -6,6 +6,8 @@
 export interface ReceiverTiming {
   nackDelayMs: number;
   reorderMs: number;
+  /** A frame asked for and still missing this long after is asked for again, ms. */
+  nackRetryMs: number;
 }
 
 export interface TimingInput {
@@ -29,5 +31,7 @@ export function receiverTiming(i: TimingInput): ReceiverTiming {
   const wanted = nackDelayMs + 2 * (rtt + peer) + 3 * jitter + 60;
   const budget = i.budgetMs ?? 400;
   const reorderMs = Math.round(Math.min(budget, Math.max(80, wanted)));
-  return { nackDelayMs, reorderMs };
+  // One retransmission round: both paths' round trips, plus jitter.
+  const nackRetryMs = Math.round(Math.max(20, 1.2 * (rtt + peer) + 2 * jitter + 10));
+  return { nackDelayMs, reorderMs, nackRetryMs };
 }

@@ -58,11 +58,11 @@ export interface ConnectOptions {
   retransmitMs?: number;
   /** How long a gap may stand before the missing frames are asked for again, ms (default: from the measured jitter). */
   nackDelayMs?: number;
-  /** Most a frame is held waiting for a retransmission, ms, when timing follows the RTT (default 400). */
+  /** Most a frame is held waiting for a retransmission, ms, when timing follows the RTT (default 300). */
   latencyBudgetMs?: number;
   /** How often receive reports go to the node, ms (default 300; 0 turns them off). */
   reportIntervalMs?: number;
-  /** Audio redundancy: "auto" (when the others report loss), "on" or "off" (default "auto"). */
+  /** Audio redundancy: "auto" (when the others report loss and the target is ≥ 400 kbit/s), "on" or "off" (default "auto"). */
   audioRedundancy?: "auto" | "on" | "off";
   /** WebTransport constructor to use (default `globalThis.WebTransport`). */
   WebTransport?: typeof WebTransport;
@@ -146,8 +146,8 @@ interface TrackOrder {
   held: Map<number, MediaFrame>;
   timer?: ReturnType<typeof setTimeout>;
   nackTimer?: ReturnType<typeof setTimeout>;
-  /** Sequences already asked for, so each is asked once. */
-  nacked: Set<number>;
+  /** Sequences already asked for: when, and how many times (a re-sent frame can be lost too). */
+  nacked: Map<number, { at: number; n: number }>;
   /** Sequences the node announced it will not forward. */
   skipped: Set<number>;
 }
@@ -199,6 +199,8 @@ export class TerminalSession {
   /** Current reorder window and nack delay, ms (follow the RTT unless fixed by the options). */
   reorderMs: number;
   nackDelayMs: number;
+  /** How long a re-sent frame is waited for before it is asked for again, ms. */
+  nackRetryMs: number;
   /** Latest node reports: how each other member receives us (send) and how we receive it (receive). */
   readonly quality = { send: new Map<number, QualityMessage>(), receive: new Map<number, QualityMessage>() };
   /** Bitrate the node asks this terminal's encoders to aim at, kbit/s (undefined until known). */
@@ -235,10 +237,11 @@ export class TerminalSession {
     this.pingIntervalMs = welcome.pingIntervalMs;
     this.resume = welcome.resume;
     this.expiresAt = welcome.expiresAt;
-    this.fixedTiming = { reorderMs: opts.reorderMs, nackDelayMs: opts.nackDelayMs, budgetMs: opts.latencyBudgetMs ?? 400 };
+    this.fixedTiming = { reorderMs: opts.reorderMs, nackDelayMs: opts.nackDelayMs, budgetMs: opts.latencyBudgetMs ?? 300 };
     const timing = receiverTiming({ rttMs: 0, budgetMs: this.fixedTiming.budgetMs });
     this.reorderMs = opts.reorderMs ?? timing.reorderMs;
     this.nackDelayMs = opts.nackDelayMs ?? timing.nackDelayMs;
+    this.nackRetryMs = timing.nackRetryMs;
     this.redundancyMode = opts.audioRedundancy ?? "auto";
     this.reportIntervalMs = opts.reportIntervalMs ?? 300;
     this.maxFragments = opts.maxDatagramFragments ?? 24;
@@ -398,6 +401,8 @@ export class TerminalSession {
   /** Whether audio goes out twice (see `audioRedundancy`). */
   get audioRedundant(): boolean {
     if (this.redundancyMode !== "auto") return this.redundancyMode === "on";
+    // On a thin path the second copy would cost more than the loss it repairs.
+    if (this.targetKbps !== undefined && this.targetKbps < 400) return false;
     for (const q of this.quality.send.values()) if (q.loss > 0.01) return true;
     return false;
   }
@@ -564,6 +569,7 @@ export class TerminalSession {
     const t = receiverTiming({ rttMs: this.counters.rttMs, peerRttMs: peerRtt, jitterMs: jitter, budgetMs: this.fixedTiming.budgetMs });
     this.reorderMs = this.fixedTiming.reorderMs ?? t.reorderMs;
     this.nackDelayMs = this.fixedTiming.nackDelayMs ?? t.nackDelayMs;
+    this.nackRetryMs = t.nackRetryMs;
   }
 
   /** Sends a ping now (a `rtt` event follows if the node answers): failover's liveness check. */
@@ -730,7 +736,7 @@ export class TerminalSession {
   private order(f: MediaFrame): void {
     const key = (f.header.source << 8) | f.header.track;
     let o = this.orders.get(key);
-    if (!o) this.orders.set(key, (o = { held: new Map(), nacked: new Set(), skipped: new Set() }));
+    if (!o) this.orders.set(key, (o = { held: new Map(), nacked: new Map(), skipped: new Set() }));
     const seq = f.header.sequence;
     if (o.next === undefined) {
       // A fresh publisher starts at 0; otherwise wait a moment for earlier frames on the other path.
@@ -760,7 +766,10 @@ export class TerminalSession {
     }
   }
 
-  /** Asks the publisher again for the frames a gap still misses (each once). */
+  /**
+   * Asks the publisher for the frames a gap still misses. A frame asked for and still missing
+   * a retry interval later (the re-sent copy was lost too) is asked for again, up to 3 times.
+   */
   private nack(key: number): void {
     const o = this.orders.get(key);
     if (!o || o.next === undefined) return;
@@ -768,14 +777,27 @@ export class TerminalSession {
     let newest: number | undefined;
     for (const s of o.held.keys()) if (newest === undefined || seqNewer(s, newest)) newest = s;
     if (newest === undefined) return;
+    const now = performance.now();
     const missing: number[] = [];
+    let waiting = false;
     for (let s = o.next; s !== newest && missing.length < 64; s = (s + 1) >>> 0) {
-      if (!o.held.has(s) && !o.nacked.has(s) && !o.skipped.has(s)) missing.push(s);
+      if (o.held.has(s) || o.skipped.has(s)) continue;
+      const asked = o.nacked.get(s);
+      if (!asked) missing.push(s);
+      else if (asked.n < 3) {
+        if (now - asked.at >= this.nackRetryMs) missing.push(s);
+        else waiting = true;
+      }
     }
-    if (!missing.length) return;
-    for (const s of missing) o.nacked.add(s);
-    this.counters.nacked += missing.length;
-    this.sendControl({ t: "nack", track: key & 0xff, sequences: missing, slot: key >> 8 });
+    for (const s of missing) {
+      const asked = o.nacked.get(s);
+      o.nacked.set(s, { at: now, n: (asked?.n ?? 0) + 1 });
+    }
+    if (missing.length) {
+      this.counters.nacked += missing.length;
+      this.sendControl({ t: "nack", track: key & 0xff, sequences: missing, slot: key >> 8 });
+    }
+    if (missing.length || waiting) o.nackTimer = setTimeout(() => this.nack(key), this.nackRetryMs);
   }
 
   /** Frames the node will not forward: the order goes on past them without waiting. */
@@ -783,7 +805,7 @@ export class TerminalSession {
     this.meters.get(source)?.onSkip(track, sequences);
     const key = (source << 8) | track;
     let o = this.orders.get(key);
-    if (!o) this.orders.set(key, (o = { held: new Map(), nacked: new Set(), skipped: new Set() }));
+    if (!o) this.orders.set(key, (o = { held: new Map(), nacked: new Map(), skipped: new Set() }));
     for (const s of sequences) {
       if (o.next === undefined || seqNewer(s, o.next) || s === o.next) o.skipped.add(s);
     }

@@ -59,6 +59,8 @@ export interface CallResult {
   relayStats: ReturnType<ImpairmentRelay["stats"]>[];
   /** Both terminals' session counters at the end (A, B). */
   counters: TerminalSession["counters"][];
+  /** A sent redundant audio at some point (it turns on when the node reports loss). */
+  redundantSeen: boolean;
 }
 
 const nowMs = () => performance.timeOrigin + performance.now();
@@ -144,7 +146,7 @@ class SyntheticSender {
     dv.setUint16(0, e.width);
     dv.setUint16(2, e.height);
     dv.setUint8(4, e.fps);
-    this.s.sendFrame(Track.video, payload, { keyframe: key, discardable, layer: discardable ? 1 : 0, reliable: key && this.o.adaptive });
+    this.s.sendFrame(Track.video, payload, { keyframe: key, discardable, layer: discardable ? 1 : 0, reliable: false });
     this.frameNo++;
     this.videoSent++;
   }
@@ -153,14 +155,14 @@ class SyntheticSender {
 /** What one terminal measures of the other's media. */
 class ReceiverProbe {
   readonly model = new DecodeModel();
-  readonly freeze = new FreezeMeter(1000 / 30);
+  readonly started = nowMs();
+  readonly freeze = new FreezeMeter(1000 / 30, this.started);
   readonly latencies: number[] = [];
   readonly heights = new Map<number, number>();
   private audioSeqs = new Set<number>();
   private lastKeyReq = -Infinity;
   keyframeRequests = 0;
   skipped = 0;
-  started = nowMs();
 
   constructor(private readonly s: TerminalSession, private readonly from: number) {
     s.on("skip", (k) => {
@@ -196,14 +198,15 @@ class ReceiverProbe {
     this.freeze.finish(end);
     const dur = end - this.started;
     const sorted = [...this.latencies].sort((a, b) => a - b);
-    const pct = (p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! : Infinity);
+    // No frame at all: the latency is the whole call (never a number that looks good).
+    const pct = (p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! : dur);
     let best = 0, bestN = -1;
     for (const [h, n] of this.heights) if (n > bestN) { best = h; bestN = n; }
     return {
       resolution: best ? `${best}p` : "none",
       fps: Math.round((this.model.decoded / (dur / 1000)) * 10) / 10,
       freezePct: Math.round(this.freeze.freezePct(dur) * 10) / 10,
-      maxFreezeMs: Math.round(this.freeze.maxFreezeMs === Infinity ? dur : this.freeze.maxFreezeMs),
+      maxFreezeMs: Math.round(Math.min(dur, this.freeze.maxFreezeMs)),
       freezes: this.freeze.freezes,
       audioDecodedPct: Math.round((1000 * this.audioSeqs.size) / Math.max(1, sender.audioSent)) / 10,
       p95LatencyMs: Math.round(pct(0.95)),
@@ -258,7 +261,9 @@ export class NetworkLab {
       for (const c of o.changes ?? []) {
         changeTimers.push(setTimeout(() => { for (const r of relays) r.setProfile(c.profile); }, c.atMs));
       }
+      let redundantSeen = false;
       const sampler = setInterval(() => {
+        redundantSeen ||= a!.audioRedundant;
         const s: Sample = { atMs: Math.round(performance.now() - t0), targetKbps: a!.targetKbps, encoding: sa.encoding.name, reorderMs: b!.reorderMs };
         const q = a!.quality.send.get(b!.self.slot);
         if (q) s.send = { kbps: q.kbps, loss: q.loss, delayMs: q.delayMs, estimateKbps: q.estimateKbps };
@@ -269,7 +274,7 @@ export class NetworkLab {
       clearInterval(sampler);
       sa.stop();
       sb.stop();
-      const res: CallResult = { ab: atB.result(sa), ba: atA.result(sb), timeline, relayStats: relays.map((r) => r.stats()), counters: [{ ...a.counters }, { ...b.counters }] };
+      const res: CallResult = { ab: atB.result(sa), ba: atA.result(sb), timeline, relayStats: relays.map((r) => r.stats()), counters: [{ ...a.counters }, { ...b.counters }], redundantSeen };
       return res;
     } finally {
       for (const t of changeTimers) clearTimeout(t);

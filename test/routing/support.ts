@@ -62,6 +62,13 @@ export interface Call {
   moves(): MoveRecord[][];
 }
 
+/** Where a terminal joins: its token's node (a cascade puts the two on different nodes). */
+export function placementOf(created: CreatedConsultation, role: "requester" | "consultant", rewrite?: (url: string) => string) {
+  const t = created.tokens.find((x) => x.role === role)! as CreatedConsultation["tokens"][number] & { node?: { id: string; url: string; certHashes?: string[] } };
+  const node = t.node ?? created.group.node;
+  return { nodeId: node.id, url: rewrite ? rewrite(node.url) : node.url, certHashes: node.certHashes, token: t.token };
+}
+
 /** Joins both terminals of a created consultation and starts talking; resolves once media flows both ways. */
 export async function startCall(
   edgeUrl: string,
@@ -71,11 +78,7 @@ export async function startCall(
   const replace = edgeReplacer(edgeUrl);
   const join = (role: "requester" | "consultant") => FailoverSession.connect({
     consultationId: created.id,
-    placement: {
-      nodeId: created.group.node.id,
-      url: role === "requester" && opts.requesterUrl ? opts.requesterUrl(created.group.node.url) : created.group.node.url,
-      certHashes: created.group.node.certHashes, token: created.tokens.find((t) => t.role === role)!.token,
-    },
+    placement: placementOf(created, role, role === "requester" ? opts.requesterUrl : undefined),
     replace, sdk: "routing-test", deadAfterMs: opts.deadAfterMs,
     degrade: opts.degrade ? { rttMs: 300, loss: 0.15, forMs: 2000 } : false,
   });

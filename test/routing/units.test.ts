@@ -7,6 +7,7 @@ import type { MediaNodeInfo, PathMeasurement } from "../../src/types.ts";
 import { summarise, probeUrlOf, UNREACHABLE_RTT_MS } from "../../src/terminal/probe.ts";
 import { NodeSigner, generateNodeKey, isPublicNodeJwk, publicJwkOfSecret, verifyNodeRequest } from "../../src/node-credential.ts";
 import { configFileEnv, ConfigFileError } from "../../media/config-file.ts";
+import { planPlacement } from "../../src/routing/cascade.ts";
 
 const NOW = 1_800_000_000_000;
 function node(id: string, load: Partial<MediaNodeInfo["load"]> = {}, over: Partial<MediaNodeInfo> = {}): MediaNodeInfo {
@@ -67,6 +68,59 @@ const cases: { name: string; nodes: MediaNodeInfo[]; ms: Record<string, PathMeas
 for (const c of cases) {
   test(`placement: ${c.name}`, () => {
     assert.equal(rankNodes(c.nodes, { now: NOW, measurements: c.ms, staleAfterMs: 15_000 }).map((s) => s.node.id), c.want);
+  });
+}
+
+const plans: { name: string; nodes: MediaNodeInfo[]; ms: Record<string, PathMeasurement[]>; want: string | Record<string, string> }[] = [
+  {
+    name: "clinic and specialist far apart over lossy public paths: each joins its nearest, the nodes cascade",
+    nodes: [node("eu"), node("asia")],
+    ms: { t1: [m("eu", 10), m("asia", 250, 0.05, 10)], t2: [m("eu", 240, 0.05, 10), m("asia", 12)] },
+    want: { t1: "eu", t2: "asia" },
+  },
+  {
+    name: "both near one node: no cascade",
+    nodes: [node("eu"), node("asia")],
+    ms: { t1: [m("eu", 10), m("asia", 250)], t2: [m("eu", 30), m("asia", 200)] },
+    want: "eu",
+  },
+  {
+    name: "far apart over clean paths: the link would cost what it saves, one node",
+    nodes: [node("eu"), node("asia")],
+    ms: { t1: [m("eu", 10), m("asia", 250)], t2: [m("eu", 240), m("asia", 12)] },
+    want: "eu",
+  },
+  {
+    name: "a middle node close enough to both beats a cascade",
+    nodes: [node("eu"), node("asia"), node("mid")],
+    ms: { t1: [m("eu", 10), m("asia", 250, 0.05), m("mid", 60)], t2: [m("eu", 240, 0.05), m("asia", 12), m("mid", 60)] },
+    want: "mid",
+  },
+  {
+    name: "a small gain does not pay for a second node",
+    nodes: [node("a"), node("b")],
+    ms: { t1: [m("a", 10), m("b", 40)], t2: [m("a", 40), m("b", 10)] },
+    want: "a",
+  },
+  {
+    name: "without measurements there is no cascade",
+    nodes: [node("a"), node("b")],
+    ms: {},
+    want: "a",
+  },
+  {
+    name: "an overloaded nearest node is not a cascade leg",
+    nodes: [node("eu", { groups: 19, sessions: 38 }), node("asia"), node("eu2")],
+    ms: { t1: [m("eu", 5), m("asia", 250, 0.05), m("eu2", 15)], t2: [m("eu", 240, 0.05), m("asia", 12), m("eu2", 245, 0.05)] },
+    want: { t1: "eu2", t2: "asia" },
+  },
+];
+
+for (const c of plans) {
+  test(`cascade plan: ${c.name}`, () => {
+    const plan = planPlacement(c.nodes, { now: NOW, measurements: c.ms, staleAfterMs: 15_000 }, ["t1", "t2"])!;
+    if (typeof c.want === "string") assert.equal([plan.kind, plan.kind === "single" ? plan.nodeId : ""], ["single", c.want]);
+    else assert.equal(plan.kind === "cascade" ? plan.byTerminal : plan, c.want);
   });
 }
 

@@ -42,7 +42,7 @@ test("estimator: converges under a bottleneck, climbs when it lifts, holds under
   }
 });
 
-test("estimator: reacts to a drop within 2 s and recovers within 10 s after it ends", () => {
+test("estimator: reacts to a drop within 2 s and recovers within 12 s after it ends", () => {
   const e = new BandwidthEstimator({ initialKbps: 2000 });
   let queue = 0;
   const step = (cap: number) => {
@@ -57,7 +57,7 @@ test("estimator: reacts to a drop within 2 s and recovers within 10 s after it e
   assert.ok(reactedAt >= 0 && reactedAt * 250 <= 2000, `reacted after ${reactedAt * 250} ms`);
   let recoveredAt = -1;
   for (let i = 0; i < 60; i++) if (step(3000) >= 0.8 * Math.min(before, 3000) && recoveredAt < 0) recoveredAt = i;
-  assert.ok(recoveredAt >= 0 && recoveredAt * 250 <= 10_000, `recovered after ${recoveredAt * 250} ms (before ${before})`);
+  assert.ok(recoveredAt >= 0 && recoveredAt * 250 <= 12_000, `recovered after ${recoveredAt * 250} ms (before ${before})`);
 });
 
 test("estimator: bounds and ignores empty intervals", () => {
@@ -82,13 +82,15 @@ test("receiver timing follows the RTT within the budget", () => {
     { rtt: 1, reorder: [80, 80], nack: [15, 15] },
     { rtt: 200, jitter: 10, reorder: [480, 600], nack: [25, 25] },
     { rtt: 200, jitter: 10, budget: 300, reorder: [300, 300], nack: [25, 25] },
-    { rtt: 40, peer: 100, reorder: [200, 240], nack: [15, 15] },
-    { rtt: 5, jitter: 100, reorder: [250, 400], nack: [80, 80] },
+    { rtt: 40, peer: 100, reorder: [340, 370], nack: [15, 15] },
+    { rtt: 5, jitter: 100, reorder: [440, 480], nack: [80, 80] },
   ];
   for (const r of rows) {
     const t = receiverTiming({ rttMs: r.rtt, peerRttMs: r.peer, jitterMs: r.jitter, budgetMs: r.budget ?? 600 });
     assert.ok(t.reorderMs >= r.reorder[0] && t.reorderMs <= r.reorder[1], `rtt ${r.rtt}: reorder ${t.reorderMs}`);
     assert.ok(t.nackDelayMs >= r.nack[0] && t.nackDelayMs <= r.nack[1], `rtt ${r.rtt}: nack ${t.nackDelayMs}`);
+    // A second ask waits at least one retransmission round across both paths.
+    assert.ok(t.nackRetryMs >= Math.max(20, r.rtt + (r.peer ?? r.rtt)), `rtt ${r.rtt}: retry ${t.nackRetryMs}`);
   }
 });
 
@@ -96,10 +98,10 @@ test("encoding ladder: rung per estimate, capped by the camera", () => {
   const rows: [number, object, string, number][] = [
     [5000, {}, "1080p", 30],
     [3000, { maxHeight: 720 }, "720p", 30],
-    [1600, {}, "720p", 30],
-    [1000, {}, "540p", 30],
+    [1900, {}, "720p", 30],
+    [1100, {}, "540p", 30],
     [600, {}, "360p", 30],
-    [330, {}, "360p15", 15],
+    [380, {}, "360p15", 15],
     [150, {}, "180p", 15],
     [40, {}, "180p", 15],
     [5000, { maxFps: 20 }, "1080p", 20],
@@ -166,9 +168,14 @@ test("freeze meter: WebRTC's freeze rule", () => {
   assert.is(f.freezes, 1); // 350 → 700 is 350 ms; 100 → 300 is exactly 200, not above
   assert.is(f.maxFreezeMs, 350);
   assert.is(Math.round(f.freezePct(800)), 44);
-  const none = new FreezeMeter(50);
+  const none = new FreezeMeter(50, 0);
   none.finish(1000);
   assert.is(none.freezes, 1, "nothing ever rendered is a freeze");
+  assert.is(none.maxFreezeMs, 1000);
+  const late = new FreezeMeter(50, 0);
+  late.render(700);
+  late.finish(750);
+  assert.is(late.maxFreezeMs, 700, "the wait for the first frame counts from the start");
 });
 
 test.run();
