@@ -9,13 +9,14 @@ import { HuizhenError } from "./errors.ts";
 import { openSession, type Member, type SessionLike } from "./session.ts";
 import { captureStill, parseStill, requestPayload, STILL_CHUNK_BYTES, StillAssembler, stillChunks, type StillImage } from "./still.ts";
 import { bitrateFor, decodableVideoCodecs, VideoPublisher, VideoReceiver } from "./video.ts";
+import { chooseEncoding } from "../../src/quality/encoding.ts";
 
 export interface CallStats {
   at: number;
   rttMs?: number;
   send: {
     videoKbps: number; audioKbps: number; fps: number; width: number; height: number; codec: string;
-    targetKbps: number; framesEncoded: number; framesDropped: number; encodeMs: number; keyframes: number; audioPackets: number;
+    targetKbps: number; /** The node's target for this terminal's media (its estimate of the path), kbit/s. */ nodeTargetKbps?: number; framesEncoded: number; framesDropped: number; encodeMs: number; keyframes: number; audioPackets: number;
   };
   recv: {
     videoKbps: number; audioKbps: number; fps: number; decodedFps: number; width: number; height: number;
@@ -116,6 +117,8 @@ export class HuizhenCall extends Emitter<CallEvents> {
   private unsubs: (() => void)[] = [];
   private lastStats: CallStats | undefined;
   private goodSeconds = 0;
+  /** The node's bitrate target for our media, once it sent one (then it drives the encoder). */
+  private nodeTargetKbps: number | undefined;
   private cpuStrain = 0;
   /** The peer said it turned its camera off (signal `media-state`). */
   private cameraPaused = false;
@@ -209,6 +212,7 @@ export class HuizhenCall extends Emitter<CallEvents> {
         this.video.requestKeyframe();
       }),
       s.on("peer-stats", ({ report }) => this.adapt(report)),
+      s.on("quality", (q) => this.onQuality(q)),
       s.on("signal", (sig) => this.onSignal(sig)),
       s.on("rtt", (ms) => { this.rttMs = ms; }),
       s.on("ended", (reason) => this.finish(reason)),
@@ -315,6 +319,7 @@ export class HuizhenCall extends Emitter<CallEvents> {
         fps: (this.video.framesEncoded - this.prev.enc) / dt,
         width: this.video.width, height: this.video.height, codec: this.video.codec,
         targetKbps: this.video.bitrate / 1000,
+        nodeTargetKbps: this.nodeTargetKbps,
         framesEncoded: this.video.framesEncoded, framesDropped: this.video.framesDropped, encodeMs: this.video.encodeMs,
         keyframes: this.video.keyframesSent, audioPackets: this.audio.packetsEncoded,
       },
@@ -390,8 +395,21 @@ export class HuizhenCall extends Emitter<CallEvents> {
     }
   }
 
-  /** The receiver's loss drives our encoder bitrate: back off on loss, creep up when clean. */
+  /**
+   * The node's estimate of the path to the other terminal drives the encoder's bitrate: the
+   * share of the target the ladder gives video (src/quality/encoding.ts), never above what the
+   * current resolution needs. The target follows queueing delay and loss at the receiver.
+   */
+  private onQuality(q: { direction: "send" | "receive"; targetKbps?: number }): void {
+    if (q.direction !== "send" || q.targetKbps === undefined) return;
+    this.nodeTargetKbps = q.targetKbps;
+    const e = chooseEncoding(q.targetKbps);
+    this.video.setMaxBitrate(Math.max(150_000, e.bitrateKbps * 1000));
+  }
+
+  /** Without node targets (an older node), the receiver's loss drives our encoder bitrate. */
   private adapt(report: Record<string, number | string>): void {
+    if (this.nodeTargetKbps !== undefined) return;
     const loss = Number(report.lossPct);
     if (!Number.isFinite(loss) || !this.video.height) return;
     const ceiling = bitrateFor(this.video.height);

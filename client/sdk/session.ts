@@ -22,6 +22,8 @@ export interface SessionEvents {
   "peer-stats": { from: number; report: Record<string, number | string> };
   signal: { kind: string; body?: unknown; from?: number };
   rtt: number;
+  /** The node's view of one direction (docs/protocol.md §11); `send` carries the encoder target. */
+  quality: { slot: number; direction: "send" | "receive"; estimateKbps: number; kbps: number; loss: number; delayMs: number; targetKbps?: number; rttMs?: number };
   ended: string;
   closed: string;
 }

@@ -2,7 +2,9 @@
 // frame nothing depends on (discardable, a top temporal layer) when the chain it builds on is
 // intact; any other frame only when no frame of the chain was missed since the last keyframe.
 // The node says which missing frames it dropped on purpose and whether they were discardable
-// (`skip`); any other missing frame is taken to break the chain. Used by the SDK to ask for a
+// (`skip`); any other missing frame is taken to break the chain — unless the frames carry their
+// place in the chain (like VP8's TL0PICIDX, in the application's payload, which the node never
+// reads): then a lost discardable frame is known to be harmless. Used by the SDK to ask for a
 // keyframe before the decoder fails, and by tests and the bench to count freezes.
 
 export type FrameVerdict = "decoded" | "undecodable";
@@ -21,8 +23,15 @@ export class DecodeModel {
     if (this.harmless.size > 1024) this.harmless.delete(this.harmless.values().next().value!);
   }
 
-  /** A whole frame, in sequence order. Returns whether it decodes. */
-  frame(sequence: number, keyframe: boolean, discardable: boolean): FrameVerdict {
+  private base?: number;
+
+  /**
+   * A whole frame, in sequence order. Returns whether it decodes. `chainIndex`, when the
+   * sender provides it: for a frame others depend on, its number in the chain (+1 per such
+   * frame, u16); for a discardable frame, the number of the chain frame it refers to.
+   */
+  frame(sequence: number, keyframe: boolean, discardable: boolean, chainIndex?: number): FrameVerdict {
+    if (chainIndex !== undefined) return this.chained(sequence, keyframe, discardable, chainIndex);
     if (this.expected !== undefined) {
       // Frames between the expected one and this one never came.
       for (let s = this.expected; s !== sequence && ((sequence - s) >>> 0) < 0x8000; s = (s + 1) >>> 0) {
@@ -37,6 +46,34 @@ export class DecodeModel {
     }
     this.decoded++;
     void discardable; // a discardable frame decodes when its chain is intact, like any other
+    return "decoded";
+  }
+
+  private chained(sequence: number, keyframe: boolean, discardable: boolean, index: number): FrameVerdict {
+    this.expected = (sequence + 1) >>> 0;
+    let ok: boolean;
+    if (keyframe) {
+      this.broken = false;
+      this.base = index;
+      ok = true;
+    } else if (this.broken || this.base === undefined) {
+      this.broken = true;
+      ok = false;
+    } else if (discardable) {
+      // Refers to a chain frame we lack: it cannot decode, yet breaks nothing after it.
+      ok = index === this.base;
+    } else if (index === ((this.base + 1) & 0xffff)) {
+      this.base = index;
+      ok = true;
+    } else {
+      this.broken = true;
+      ok = false;
+    }
+    if (!ok) {
+      this.undecodable++;
+      return "undecodable";
+    }
+    this.decoded++;
     return "decoded";
   }
 

@@ -86,7 +86,7 @@ export class BandwidthEstimator {
       this.state = "increase";
       const grown = est * (1 + (o.increasePerSec * s.intervalMs) / 1000);
       // Probe only a step above what the path has shown it can carry.
-      est = Math.max(est, Math.min(grown, this.receivedKbps * 1.35 + 100));
+      est = Math.max(est, Math.min(grown, this.receivedKbps * 1.5 + 150));
     }
     this.estimateKbps = clamp(est, o.minKbps, o.maxKbps);
     return this.estimateKbps;

@@ -72,6 +72,8 @@ class SyntheticSender {
   videoSent = 0;
   audioSent = 0;
   private frameNo = 0;
+  /** Chain index (like VP8's TL0PICIDX): +1 per frame others depend on; carried in the payload. */
+  private chain = 0;
   private keyframePending = true;
   private lastKeyframe = -Infinity;
   private timers: ReturnType<typeof setInterval>[] = [];
@@ -139,6 +141,7 @@ class SyntheticSender {
     }
     const mean = (e.bitrateKbps * 1000) / 8 / e.fps;
     const discardable = !key && this.frameNo % 2 === 1;
+    if (!discardable) this.chain = (this.chain + 1) & 0xffff;
     const scale = key ? 5 : discardable ? 0.7 : 1.15;
     const size = Math.max(60, Math.round(mean * scale * (0.85 + 0.3 * this.rand())));
     const payload = new Uint8Array(size);
@@ -146,6 +149,7 @@ class SyntheticSender {
     dv.setUint16(0, e.width);
     dv.setUint16(2, e.height);
     dv.setUint8(4, e.fps);
+    dv.setUint16(5, this.chain);
     this.s.sendFrame(Track.video, payload, { keyframe: key, discardable, layer: discardable ? 1 : 0, reliable: false });
     this.frameNo++;
     this.videoSent++;
@@ -177,7 +181,8 @@ class ReceiverProbe {
         return;
       }
       if (header.track !== Track.video) return;
-      const verdict = this.model.frame(header.sequence, (header.flags & Flag.keyframe) !== 0, (header.flags & Flag.discardable) !== 0);
+      const chain = payload.length >= 7 ? new DataView(payload.buffer, payload.byteOffset).getUint16(5) : undefined;
+      const verdict = this.model.frame(header.sequence, (header.flags & Flag.keyframe) !== 0, (header.flags & Flag.discardable) !== 0, chain);
       const now = nowMs();
       if (verdict === "decoded") {
         this.freeze.render(now);

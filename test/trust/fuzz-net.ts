@@ -140,7 +140,13 @@ async function openSession(url: string, hashes: { algorithm: string; value: Buff
     const ok = await Promise.race([wt.ready.then(() => true, () => false), sleep(5000).then(() => false)]);
     if (ok) return wt;
     try { wt.close(); } catch { /* never opened */ }
-    if (i >= attempts) throw new Error("fuzz: no WebTransport session to the node");
+    if (i >= attempts) {
+      const D = (globalThis as any).Deno;
+      const out = await new D.Command(D.execPath(), { args: ["eval", "--unstable-net", `const wt = new WebTransport(${JSON.stringify(url)}, { serverCertificateHashes: [{algorithm:"sha-256", value: new Uint8Array(${JSON.stringify([...new Uint8Array(hashes[0]!.value as ArrayBuffer)])})}] }); const r = await Promise.race([wt.ready.then(()=>"ready",e=>"err "+e), new Promise(r=>setTimeout(()=>r("timeout"),5000))]); console.log("other process:", r); Deno.exit(0);`] }).output();
+      await sleep(35_000);
+      const out2 = await new D.Command(D.execPath(), { args: ["eval", "--unstable-net", `const wt = new WebTransport(${JSON.stringify(url)}, { serverCertificateHashes: [{algorithm:"sha-256", value: new Uint8Array(${JSON.stringify([...new Uint8Array(hashes[0]!.value as ArrayBuffer)])})}] }); const r = await Promise.race([wt.ready.then(()=>"ready",e=>"err "+e), new Promise(r=>setTimeout(()=>r("timeout"),5000))]); console.log("other process after 35 s:", r); Deno.exit(0);`] }).output();
+      throw new Error("fuzz: no WebTransport session to the node; " + new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out2.stdout));
+    }
   }
 }
 

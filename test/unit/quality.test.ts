@@ -160,6 +160,26 @@ test("decode model: a gap breaks the chain until a keyframe; skipped discardable
   assert.ok(d.needsKeyframe);
 });
 
+test("decode model with chain indices: a lost discardable frame is harmless, a lost chain frame is not", () => {
+  const d = new DecodeModel();
+  // seq, key, discardable, chain index, verdict
+  const run: [number, boolean, boolean, number, string][] = [
+    [0, true, false, 0, "decoded"],
+    [1, false, true, 0, "decoded"],
+    [2, false, false, 1, "decoded"],
+    // 3 (discardable, refers to 1) lost
+    [4, false, false, 2, "decoded"],
+    [5, false, true, 2, "decoded"],
+    // 6 (chain frame 3) lost
+    [7, false, true, 3, "undecodable"],
+    [8, false, false, 4, "undecodable"],
+    [9, true, false, 5, "decoded"],
+    [10, false, true, 4, "undecodable"], // refers to a frame before the keyframe: does not decode…
+    [11, false, false, 6, "decoded"], // …and breaks nothing
+  ];
+  for (const [seq, key, disc, idx, want] of run) assert.is(d.frame(seq, key, disc, idx), want, `seq ${seq}`);
+});
+
 test("freeze meter: WebRTC's freeze rule", () => {
   const f = new FreezeMeter(50); // threshold max(150, 200) = 200 ms
   const times = [0, 50, 100, 300, 350, 700, 750];

@@ -159,7 +159,7 @@ test("when the first frame seen is not 0, earlier frames on the other path get a
   await s.leave();
 });
 
-test("a gap is asked for with nack once, then skipped after the reorder window and counted lost", async () => {
+test("a gap is asked for with nack (again while it stays missing, at most 3 times), then skipped after the reorder window and counted lost", async () => {
   const { node, s, got } = await open({ reorderMs: 400, nackDelayMs: 10 });
   node.datagramFrame(0, 100);
   node.datagramFrame(1, 3000, [0, 2]); // fragment 1 of 3 lost
@@ -168,8 +168,10 @@ test("a gap is asked for with nack once, then skipped after the reorder window a
   await sleep(40);
   assert.equal(got, [0]);
   const nacks = node.fromTerminal.filter((m) => m.t === "nack");
-  assert.equal(nacks, [{ t: "nack", track: 1, sequences: [1], slot: 2 }]);
+  assert.ok(nacks.length >= 1 && nacks.length <= 3, `${nacks.length} nacks`);
+  for (const n of nacks) assert.equal(n, { t: "nack", track: 1, sequences: [1], slot: 2 });
   await sleep(450);
+  assert.is(node.fromTerminal.filter((m) => m.t === "nack").length, 3, "3 asks in all");
   assert.equal(got, [0, 2, 3]);
   assert.is(s.counters.lost, 1);
   node.objectFrame(1, 3000); // too late now
@@ -236,6 +238,74 @@ test("datagrams are paced beyond a burst, and audio goes before video still queu
   assert.ok(audioAt >= 0, "audio sent");
   assert.ok(tracks.slice(audioAt + 1).includes(1), "video still queued was sent after the audio");
   assert.ok(node.sentDatagrams.length < 61, "the rest of the video is still being paced");
+  await s.leave();
+});
+
+test("skip: frames the node announces it will not forward are passed over at once, never nacked", async () => {
+  const { node, s, got } = await open({ reorderMs: 1000, nackDelayMs: 10 });
+  const skips: number[] = [];
+  s.on("skip", (k) => skips.push(...k.sequences));
+  node.datagramFrame(0, 500);
+  node.datagramFrame(1, 500);
+  node.send({ t: "skip", slot: 2, track: 1, sequences: [2], discardable: true });
+  await sleep(10);
+  node.datagramFrame(3, 500);
+  await sleep(60);
+  assert.equal(got, [0, 1, 3], "3 delivered without waiting out the 1 s window");
+  assert.equal(skips, [2]);
+  assert.not.ok(node.fromTerminal.some((m) => m.t === "nack"), "a skipped frame is not asked for");
+  // Announced after the frame after it arrived: the held frame goes on at once too.
+  node.datagramFrame(5, 500);
+  await sleep(5);
+  node.send({ t: "skip", slot: 2, track: 1, sequences: [4], discardable: false });
+  await sleep(20);
+  assert.equal(got, [0, 1, 3, 5]);
+  await s.leave();
+});
+
+test("a missing frame is asked for again when the re-sent copy is lost too (at most 3 times)", async () => {
+  const { node, s, got } = await open({ reorderMs: 2000, nackDelayMs: 10 });
+  node.datagramFrame(0, 500);
+  node.datagramFrame(2, 500);
+  await sleep(400);
+  const asks = node.fromTerminal.filter((m) => m.t === "nack" && m.sequences.includes(1)).length;
+  assert.is(asks, 3, `asked ${asks} times`);
+  assert.equal(got, [0]);
+  await s.leave();
+});
+
+test("receive reports go to the node per publisher; quality reports set the target, redundancy and timing", async () => {
+  const node = new FakeNode({ members: [{ terminalId: "t1", role: "requester", slot: 1 }, { terminalId: "t2", role: "consultant", slot: 2 }] });
+  const s = await TerminalSession.connect({ url: "https://fake/v1/session", token: "a.b.c", WebTransport: node.WebTransport, reportIntervalMs: 50 });
+  await sleep(5);
+  const initialWindow = s.reorderMs;
+  for (let i = 0; i < 5; i++) node.datagramFrame(i, 3000);
+  await sleep(120);
+  const reports = node.fromTerminal.filter((m) => m.t === "receive-report");
+  assert.ok(reports.length >= 1, "a report was sent");
+  const r = reports[0] as Extract<TerminalMessage, { t: "receive-report" }>;
+  assert.is(r.slot, 2);
+  assert.is(r.bytes, 5 * (3 * 20 + 3000));
+  assert.is(r.loss, 0);
+
+  const qualities: string[] = [];
+  s.on("quality", (q) => qualities.push(q.direction));
+  node.send({ t: "quality", slot: 2, direction: "send", estimateKbps: 900, kbps: 850, loss: 0.05, delayMs: 3, targetKbps: 900 });
+  node.send({ t: "quality", slot: 2, direction: "receive", estimateKbps: 900, kbps: 850, loss: 0, delayMs: 3, rttMs: 120 });
+  await sleep(10);
+  assert.equal(qualities, ["send", "receive"]);
+  assert.is(s.targetKbps, 900);
+  assert.ok(s.audioRedundant, "5% loss reported: audio goes twice");
+  assert.ok(s.reorderMs > initialWindow + 200, `reorder window ${initialWindow} → ${s.reorderMs} with the publisher's 120 ms RTT`);
+  const before = node.sentDatagrams.length;
+  s.sendFrame(0, new Uint8Array(80));
+  s.sendFrame(0, new Uint8Array(80));
+  await sleep(10);
+  const audio = node.sentDatagrams.slice(before).map((d) => d[7]);
+  assert.equal(audio, [0, 0, 1], "frame 0, then frame 0 again just ahead of frame 1");
+  node.send({ t: "quality", slot: 2, direction: "send", estimateKbps: 300, kbps: 280, loss: 0.05, delayMs: 3, targetKbps: 300 });
+  await sleep(10);
+  assert.not.ok(s.audioRedundant, "not on a thin path");
   await s.leave();
 });
 
