@@ -38,6 +38,9 @@ export interface Quality {
   height: number;
   latencyMs?: number;
   lossPct: number;
+  /** How the other side receives this terminal's media, from the node's reports: kbit/s and loss %. */
+  theyReceiveKbps?: number;
+  theyReceiveLossPct?: number;
 }
 
 export interface CallEvents extends Record<string, unknown> {
@@ -119,6 +122,8 @@ export class HuizhenCall extends Emitter<CallEvents> {
   private goodSeconds = 0;
   /** The node's bitrate target for our media, once it sent one (then it drives the encoder). */
   private nodeTargetKbps: number | undefined;
+  /** The node's latest report on how the other side receives us. */
+  private sendQuality: { kbps: number; loss: number } | undefined;
   private cpuStrain = 0;
   /** The peer said it turned its camera off (signal `media-state`). */
   private cameraPaused = false;
@@ -400,8 +405,10 @@ export class HuizhenCall extends Emitter<CallEvents> {
    * share of the target the ladder gives video (src/quality/encoding.ts), never above what the
    * current resolution needs. The target follows queueing delay and loss at the receiver.
    */
-  private onQuality(q: { direction: "send" | "receive"; targetKbps?: number }): void {
-    if (q.direction !== "send" || q.targetKbps === undefined) return;
+  private onQuality(q: { direction: "send" | "receive"; targetKbps?: number; kbps: number; loss: number }): void {
+    if (q.direction !== "send") return;
+    this.sendQuality = { kbps: q.kbps, loss: q.loss };
+    if (q.targetKbps === undefined) return;
     this.nodeTargetKbps = q.targetKbps;
     const e = chooseEncoding(q.targetKbps);
     this.video.setMaxBitrate(Math.max(150_000, e.bitrateKbps * 1000));
@@ -439,7 +446,12 @@ export class HuizhenCall extends Emitter<CallEvents> {
     if (level === "none") summary = "waiting for video";
     else if (fps < 1) summary = this.cameraPaused ? "the other side paused its camera" : `video frozen, recovering (${lossText})`;
     else summary = [`video ${height}p`, latency !== undefined ? `${Math.round(latency)} ms behind` : "", lossText].filter(Boolean).join(", ");
-    const q: Quality = { level, summary, height, latencyMs: latency, lossPct: loss };
+    // What the other side gets from us (the node's report), so each end sees both directions.
+    const sq = this.sendQuality;
+    const theyKbps = sq ? Math.round(sq.kbps / 50) * 50 : undefined;
+    const theyLoss = sq ? Math.round(sq.loss * 1000) / 10 : undefined;
+    if (sq && level !== "none") summary += `; they receive you at ${theyKbps} kbit/s, ${theyLoss}% loss`;
+    const q: Quality = { level, summary, height, latencyMs: latency, lossPct: loss, theyReceiveKbps: theyKbps, theyReceiveLossPct: theyLoss };
     const prev = this.quality;
     this.quality = q;
     if (!prev || prev.level !== q.level || prev.height !== q.height || prev.summary !== q.summary) this.emit("quality", q);

@@ -65,6 +65,9 @@ t("the requester's encoder follows the node's target under the bottleneck; the c
   assert.ok(fps >= 10, `video keeps playing (${fps.toFixed(1)} fps)`);
   assert.ok(audio >= 40, `audio keeps playing (${audio.toFixed(0)} packets/s of 50)`);
   assert.ok((s1.recv.latencyP95Ms ?? Infinity) < 600, `latency p95 ${s1.recv.latencyP95Ms} ms`);
+  // Each page shows both directions: what it receives, and (from the node) what the other side receives from it.
+  const shown = (await a.textContent("#quality-text")) ?? "";
+  assert.match(shown, /they receive you at \d+ kbit\/s, [\d.]+% loss/, shown);
 });
 
 t.run();

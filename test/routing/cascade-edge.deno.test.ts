@@ -54,6 +54,8 @@ t.before(async () => {
 });
 
 t.after(async () => {
+  call?.a.stop();
+  call?.b.stop();
   await call?.stop().catch(() => {});
   await stack?.stop();
 });
@@ -78,6 +80,8 @@ t("measurements that favour a node each build a cascade: joined, connected, medi
   assert.is((await clinic.endConsultation(c.id)).status, 200);
   const reasons = await Promise.race([Promise.all([endedA, endedB]), new Promise((r) => setTimeout(() => r("timeout"), 5000))]);
   assert.equal(reasons, ["consultationEnded", "consultationEnded"], "both nodes closed their part");
+  call.a.stop();
+  call.b.stop();
   call = undefined;
 });
 
