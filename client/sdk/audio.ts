@@ -2,6 +2,7 @@
 // packets → AudioDecoder → Web Audio, scheduled on the same playout clock as the video so
 // lips and voice stay together. Payload: 1 byte channel count, then the Opus packet.
 import { nowUs } from "./clock.ts";
+import { pumpTrack } from "./track-pump.ts";
 
 export interface EncodedAudio {
   payload: Uint8Array;
@@ -28,27 +29,10 @@ export class AudioPublisher {
     void this.pump(reader);
   }
 
-  private async pump(reader: ReadableStreamDefaultReader<AudioData>): Promise<void> {
-    for (;;) {
-      let r: ReadableStreamReadResult<AudioData>;
-      try {
-        r = await reader.read();
-      } catch {
-        return;
-      }
-      if (r.done || this.stopped || this.reader !== reader) {
-        r.value?.close();
-        return;
-      }
-      const data = r.value;
-      try {
-        if (this.enabled) this.encode(data);
-      } catch (err) {
-        this.onError(err instanceof Error ? err : new Error(String(err)));
-      } finally {
-        data.close();
-      }
-    }
+  private pump(reader: ReadableStreamDefaultReader<AudioData>): Promise<void> {
+    return pumpTrack(reader, () => !this.stopped && this.reader === reader, (data) => {
+      if (this.enabled) this.encode(data);
+    }, (err) => this.onError(err));
   }
 
   private encode(data: AudioData): void {

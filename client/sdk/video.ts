@@ -3,6 +3,7 @@
 // kind; keyframes also carry the codec string and coded size, so a receiver can start (or
 // restart after a codec change) from any keyframe without a separate announcement.
 import { nowUs } from "./clock.ts";
+import { pumpTrack } from "./track-pump.ts";
 
 const KIND_DELTA = 0;
 /** Frames waiting in the decoder beyond which the receiver skips ahead to a keyframe. */
@@ -164,28 +165,8 @@ export class VideoPublisher {
     }
   }
 
-  private async pump(reader: ReadableStreamDefaultReader<VideoFrame>): Promise<void> {
-    for (;;) {
-      let r: ReadableStreamReadResult<VideoFrame>;
-      try {
-        r = await reader.read();
-      } catch {
-        return;
-      }
-      if (r.done || this.stopped || this.reader !== reader) {
-        r.value?.close();
-        return;
-      }
-      const frame = r.value;
-      const captureUs = nowUs();
-      try {
-        await this.encode(frame, captureUs);
-      } catch (err) {
-        this.events.onError(err instanceof Error ? err : new Error(String(err)));
-      } finally {
-        frame.close();
-      }
-    }
+  private pump(reader: ReadableStreamDefaultReader<VideoFrame>): Promise<void> {
+    return pumpTrack(reader, () => !this.stopped && this.reader === reader, (frame) => this.encode(frame, nowUs()), (err) => this.events.onError(err));
   }
 
   private async encode(frame: VideoFrame, captureUs: number): Promise<void> {

@@ -56,9 +56,10 @@ export const CASCADE_JTI_PREFIX = "cascade:";
 
 /** The relay's view of a terminal on the other node. */
 class CascadePeer implements RelayPeer {
-  constructor(private readonly link: CascadeLink, private readonly att: Attachment, private readonly slot: number) {}
+  constructor(private readonly link: CascadeLink, private readonly att: Attachment, private readonly slot: number, private readonly remoteMax: number) {}
+  /** What fits the link and the terminal at the far end: the group's size on both nodes agrees. */
   get maxDatagramSize(): number {
-    return this.link.maxDatagramSize - 2;
+    return Math.min(this.link.maxDatagramSize - 2, this.remoteMax);
   }
   sendControl(msg: NodeMessage): void {
     // Only what a publisher on the other node must act on crosses; the rest (welcome,
@@ -179,7 +180,12 @@ export class CascadeLink {
   /** Tells the other node that a terminal of `gid` is (no longer) here. */
   announce(gid: string, terminalId: string, present: boolean): void {
     const att = this.byGid.get(gid);
-    if (att?.attached) this.send({ t: "member", tag: att.tag, terminalId, present });
+    if (att?.attached) this.send({ t: "member", tag: att.tag, terminalId, present, ...(present ? { maxDatagramSize: this.localMax(gid, terminalId) } : {}) });
+  }
+
+  private localMax(gid: string, terminalId: string): number | undefined {
+    const m = this.deps.relay.groups.get(gid)?.live.find((x) => x.member.terminalId === terminalId && !x.jti.startsWith(CASCADE_JTI_PREFIX));
+    return m ? Math.min(0xffff, m.peer.maxDatagramSize) : undefined;
   }
 
   detach(gid: string): void {
@@ -228,7 +234,7 @@ export class CascadeLink {
     att.attached = true;
     for (const w of att.waiters.splice(0)) w(true);
     const g = this.deps.relay.groups.get(att.gid);
-    if (g) for (const id of this.localMembers(g)) this.send({ t: "member", tag: att.tag, terminalId: id, present: true });
+    if (g) for (const id of this.localMembers(g)) this.send({ t: "member", tag: att.tag, terminalId: id, present: true, maxDatagramSize: this.localMax(att.gid, id) });
   }
 
   private async readControl(readable: ReadableStream<Uint8Array>): Promise<void> {
@@ -277,7 +283,7 @@ export class CascadeLink {
         return;
       }
       case "member":
-        return this.onMember(m.tag, m.terminalId, m.present);
+        return this.onMember(m.tag, m.terminalId, m.present, m.maxDatagramSize);
       case "ask": {
         const att = this.byTag.get(m.tag);
         const asker = att && [...att.remote.values()].find((x) => x.slot === m.from);
@@ -289,7 +295,7 @@ export class CascadeLink {
     }
   }
 
-  private onMember(tag: number, terminalId: string, present: boolean): void {
+  private onMember(tag: number, terminalId: string, present: boolean, remoteMax = 0xffff): void {
     const att = this.byTag.get(tag);
     if (!att?.attached) return;
     const { relay } = this.deps;
@@ -306,7 +312,7 @@ export class CascadeLink {
     const r = relay.admit({
       claims: { sub: terminalId, jti: `${CASCADE_JTI_PREFIX}${randomId("c", 8)}`, cid: g.spec.consultationId, gid: g.id, role: member.role, exp: Math.floor(g.spec.expiresAt / 1000) },
       sdk: `cascade:${this.peerNodeId}`,
-      peer: new CascadePeer(this, att, member.slot),
+      peer: new CascadePeer(this, att, member.slot, remoteMax),
     });
     if (r.ok) att.remote.set(terminalId, r.membership);
     else this.deps.log("cascade member refused", { groupId: g.id, reason: r.reason });

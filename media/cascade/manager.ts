@@ -118,7 +118,7 @@ export class CascadeManager {
 
   stats() {
     return {
-      links: [...this.links.values()].map((l) => ({ peer: l.peerNodeId, role: l.role, groups: l.byGid.size, ...l.counters })),
+      links: [...this.links.values()].map((l) => ({ peer: l.peerNodeId, role: l.role, groups: l.byGid.size, maxDatagramSize: l.maxDatagramSize, ...l.counters })),
     };
   }
 

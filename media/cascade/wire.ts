@@ -13,8 +13,8 @@ export type LinkMessage =
   | { t: "attach"; tag: number; gid: string; token: string }
   | { t: "attached"; tag: number }
   | { t: "refused"; tag: number; reason: string }
-  /** A terminal of the group is (no longer) present on the sender's node. */
-  | { t: "member"; tag: number; terminalId: string; present: boolean }
+  /** A terminal of the group is (no longer) present on the sender's node, with the largest datagram it takes. */
+  | { t: "member"; tag: number; terminalId: string; present: boolean; maxDatagramSize?: number }
   /** Terminal `from` (on the sender's node) asks publisher `to` (on the receiver's) for a keyframe or retransmission. */
   | { t: "ask"; tag: number; from: number; to: number; track: number; sequences?: number[] }
   | { t: "ping"; n: number }
@@ -48,7 +48,7 @@ export function decodeLink(bytes: Uint8Array): LinkMessage {
       case "attach": return u16(m.tag) && id(m.gid) && typeof m.token === "string" && (m.token as string).length < 4096;
       case "attached": return u16(m.tag);
       case "refused": return u16(m.tag) && typeof m.reason === "string";
-      case "member": return u16(m.tag) && id(m.terminalId) && typeof m.present === "boolean";
+      case "member": return u16(m.tag) && id(m.terminalId) && typeof m.present === "boolean" && (m.maxDatagramSize === undefined || (u16(m.maxDatagramSize) && (m.maxDatagramSize as number) >= 200));
       case "ask": return u16(m.tag) && u8(m.from) && u8(m.to) && u8(m.track) &&
         (m.sequences === undefined || (Array.isArray(m.sequences) && m.sequences.length <= 256 && m.sequences.every((s) => Number.isInteger(s) && s >= 0 && s <= 0xffffffff)));
       case "ping": case "pong": return Number.isInteger(m.n);

@@ -87,6 +87,7 @@ t("each terminal on its own node: connection success and media both ways, intact
   const deadline = Date.now() + 5000;
   while ((got.a.length < N || got.b.length < N) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   console.log(`  across the link: A→B ${got.b.length}/${N} frames, B→A ${got.a.length}/${N}`);
+  if (got.a.length < N || got.b.length < N) console.log("DEBUG", JSON.stringify((await A.api("GET", "/v1/stats")).body), JSON.stringify((await B.api("GET", "/v1/stats")).body), JSON.stringify(a.counters), JSON.stringify(b.counters), a.maxDatagramSize, b.maxDatagramSize);
   // Loopback loses little; every frame that arrives is intact and in order.
   assert.ok(got.b.length >= N * 0.95, `B received ${got.b.length}/${N} of A's frames across the link`);
   assert.ok(got.a.length >= N * 0.95, `A received ${got.a.length}/${N} of B's frames across the link`);
