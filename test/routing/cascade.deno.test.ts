@@ -49,7 +49,7 @@ async function cascadedGroup() {
 t.before(async () => {
   const cred = newNodeCredential("node-ca");
   edge = await FakeEdge.start(cred.secret);
-  const nodeA = await startMediaNode({ credential: cred, edgeUrl: edge.url, env: { MEDIA_HEARTBEAT_MS: "500" } });
+  const nodeA = await startMediaNode({ credential: cred, edgeUrl: edge.url, env: { MEDIA_HEARTBEAT_MS: "500" }});
   const nodeB = await startMediaNode({ credential: { nodeId: "node-cb", secret: cred.secret }, edgeUrl: edge.url, env: { MEDIA_HEARTBEAT_MS: "500" } });
   A = new NodeHarness(edge, nodeA, "node-ca");
   B = new NodeHarness(edge, nodeB, "node-cb");
@@ -64,13 +64,13 @@ t.after(async () => {
 
 t("each terminal on its own node: connection success and media both ways, intact and in order", async () => {
   const g = await cascadedGroup();
-  // This test is about the path, not loss recovery: no nacks (on a loaded CPU loopback timing
-  // nacks every late fragment, and the retransmissions crowd out the rest).
-  const timing = { nackDelayMs: 60_000, reorderMs: 1000 };
-  const a = await A.connect(await A.token(g, 0), timing);
-  const b = await B.connect(await B.token(g, 1), timing);
+  // Listen for connection success as soon as each has joined: it may come at once.
+  const a = await A.connect(await A.token(g, 0));
+  const connA = once<{ terminalId: string }[]>(a, "connected");
+  const b = await B.connect(await B.token(g, 1));
+  const connB = once<{ terminalId: string }[]>(b, "connected");
   open.push(a, b);
-  const [ca, cb] = await Promise.all([once<{ terminalId: string }[]>(a, "connected"), once<{ terminalId: string }[]>(b, "connected")]);
+  const [ca, cb] = await Promise.all([connA, connB]);
   assert.equal(ca.map((m) => m.terminalId).sort(), g.members.map((m) => m.terminalId).sort());
   assert.equal(cb.map((m) => m.terminalId).sort(), g.members.map((m) => m.terminalId).sort());
 
@@ -82,12 +82,11 @@ t("each terminal on its own node: connection success and media both ways, intact
   for (let i = 0; i < N; i++) {
     a.sendFrame(Track.video, payload(1, i, size(i)), { keyframe: i % 20 === 0 });
     b.sendFrame(Track.video, payload(2, i, size(i)), { keyframe: i % 20 === 0 });
-    await new Promise((r) => setTimeout(r, 15));
+    await new Promise((r) => setTimeout(r, 10));
   }
   const deadline = Date.now() + 5000;
   while ((got.a.length < N || got.b.length < N) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   console.log(`  across the link: A→B ${got.b.length}/${N} frames, B→A ${got.a.length}/${N}`);
-  if (got.a.length < N || got.b.length < N) console.log("DEBUG", JSON.stringify((await A.api("GET", "/v1/stats")).body), JSON.stringify((await B.api("GET", "/v1/stats")).body), JSON.stringify(a.counters), JSON.stringify(b.counters), a.maxDatagramSize, b.maxDatagramSize);
   // Loopback loses little; every frame that arrives is intact and in order.
   assert.ok(got.b.length >= N * 0.95, `B received ${got.b.length}/${N} of A's frames across the link`);
   assert.ok(got.a.length >= N * 0.95, `A received ${got.a.length}/${N} of B's frames across the link`);
@@ -113,9 +112,11 @@ t("each terminal on its own node: connection success and media both ways, intact
 t("a second group of the same pair shares the one link; a leave crosses it", async () => {
   const g = await cascadedGroup();
   const a = await A.connect(await A.token(g, 0));
+  const connA = once(a, "connected");
   const b = await B.connect(await B.token(g, 1));
+  const connB = once(b, "connected");
   open.push(a, b);
-  await Promise.all([once(a, "connected"), once(b, "connected")]);
+  await Promise.all([connA, connB]);
   const stats = (await B.api("GET", "/v1/stats")).body.cascade.links;
   assert.is(stats.length, 1, JSON.stringify(stats));
   assert.is(stats[0].peer, A.nodeId);

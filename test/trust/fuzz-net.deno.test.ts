@@ -19,7 +19,6 @@ test("fuzzed HTTP to every edge endpoint and fuzzed QUIC input to the node: answ
     assert.is(node.crashes, 0, node.notes.join("; "));
     assert.ok(edge.tried >= 300 && node.tried >= 300);
   } finally {
-    console.log(stack.lines.filter((l) => /error|rejection|listen|rotat/i.test(l) && !/protocol error on control/.test(l)).slice(-20).join("\n"));
     await stack.stop();
   }
 });
