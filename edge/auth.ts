@@ -80,8 +80,9 @@ export async function authNode(deps: EdgeDeps, c: Context<AppEnv>, nodeId: strin
   if (expected && typeof expected === "object") {
     // A node with a key pair signs each report (src/node-credential.ts): a bearer is refused.
     if (!secret) throw unauthorized("unknown node or wrong node signature");
+    let report;
     try {
-      await verifyNodeRequest(secret, expected, {
+      report = await verifyNodeRequest(secret, expected, {
         nodeId, method: c.req.method, path: new URL(c.req.url).pathname, now: new Date(deps.clock.now()),
         body: async () => new Uint8Array(await c.req.raw.clone().arrayBuffer()),
       });
@@ -89,8 +90,24 @@ export async function authNode(deps: EdgeDeps, c: Context<AppEnv>, nodeId: strin
       if (err instanceof NodeCredentialError) throw unauthorized("unknown node or wrong node signature");
       throw err;
     }
+    await refuseReplay(deps, nodeId, report.jti, report.refusedAfter * 1000);
     return;
   }
   const given = secret ? await sha256Hex(secret) : "";
   if (!expected || !timingSafeEqual(given, expected)) throw unauthorized("unknown node or wrong node secret");
+}
+
+/** Records a signed report's jti; one seen before (a captured report sent again) is refused. */
+async function refuseReplay(deps: EdgeDeps, nodeId: string, jti: string, expiresAt: number): Promise<void> {
+  const now = deps.clock.now();
+  const inserted = await deps.store.db
+    .insertInto("node_report_jtis")
+    .values({ jti, node_id: nodeId, expires_at: expiresAt })
+    .onConflict((oc) => oc.column("jti").doNothing())
+    .executeTakeFirst();
+  if (Number(inserted.numInsertedOrUpdatedRows ?? 0n) === 0) throw unauthorized("node report already used");
+  // Forget what can no longer be replayed; cheap on the expiry index, once in a while.
+  if (jti.charCodeAt(jti.length - 1) % 16 === 0) {
+    await deps.store.db.deleteFrom("node_report_jtis").where("expires_at", "<", now).execute();
+  }
 }

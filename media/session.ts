@@ -140,7 +140,7 @@ export class NodeSession implements RelayPeer {
     } catch (err) {
       clearTimeout(timer);
       if (err instanceof ProtocolError || err instanceof FramingError) {
-        this.deps.log("protocol error on control stream", { error: err.message });
+        this.deps.log("protocol error on control stream", { error: err.name });
         if (this.membership) relay.refuse(this.membership, "protocolError");
         else this.refuseBeforeJoin("protocolError", err.message);
         return;

@@ -100,18 +100,29 @@ export interface ExpectedRequest {
   now?: Date;
 }
 
-/** Verifies a node's signed request; throws NodeCredentialError with a safe message. */
-export async function verifyNodeRequest(token: string, publicJwk: NodeKeyPair["publicJwk"], want: ExpectedRequest): Promise<void> {
+export interface VerifiedReport {
+  jti: string;
+  /** Unix s after which the signature is refused anyway (lifetime plus clock tolerance). */
+  refusedAfter: number;
+}
+
+/**
+ * Verifies a node's signed request; throws NodeCredentialError with a safe message. The caller
+ * must refuse a `jti` it has seen before: the signature alone does not stop a replay.
+ */
+export async function verifyNodeRequest(token: string, publicJwk: NodeKeyPair["publicJwk"], want: ExpectedRequest): Promise<VerifiedReport> {
   let payload: Record<string, unknown>;
   try {
     const key = await importJWK({ ...publicJwk, alg: "EdDSA" }, "EdDSA");
     ({ payload } = await jwtVerify(token, key, {
       algorithms: ["EdDSA"], typ: NODE_REPORT_TOKEN_TYPE, issuer: want.nodeId, audience: EDGE_AUDIENCE,
-      requiredClaims: ["exp", "iat"], clockTolerance: 30, maxTokenAge: REPORT_TOKEN_TTL_SEC + 30, currentDate: want.now,
+      requiredClaims: ["exp", "iat", "jti"], clockTolerance: 30, maxTokenAge: REPORT_TOKEN_TTL_SEC + 30, currentDate: want.now,
     }));
   } catch (err) {
     throw new NodeCredentialError(err instanceof errors.JWTExpired ? "node report signature expired" : "node report signature invalid");
   }
   if (payload.htm !== want.method.toUpperCase() || payload.htp !== want.path) throw new NodeCredentialError("node report signed for another request");
   if (payload.bh !== (await bodyHash(await want.body()))) throw new NodeCredentialError("node report body does not match its signature");
+  if (typeof payload.jti !== "string" || payload.jti.length === 0 || payload.jti.length > 64) throw new NodeCredentialError("node report signature invalid");
+  return { jti: payload.jti, refusedAfter: (payload.iat as number) + REPORT_TOKEN_TTL_SEC + 60 };
 }

@@ -4,9 +4,9 @@
 // /v1/join and the media node.
 import { digestHex, HuizhenCall, type CallStats, type Quality } from "../sdk/call.ts";
 import { HuizhenError, messageFor } from "../sdk/errors.ts";
-import { fetchJoinInfo, missingFeatures, openLocalMedia, probeNode, type JoinInfo } from "../sdk/prejoin.ts";
+import { fetchJoinInfo, measurePaths, missingFeatures, openLocalMedia, probeNode, type JoinInfo, type PathMeasurement } from "../sdk/prejoin.ts";
 
-type State = "loading" | "check" | "joining" | "waiting" | "call" | "ended" | "error";
+type State = "loading" | "check" | "joining" | "waiting" | "call" | "reconnecting" | "ended" | "error";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const SCREENS = ["loading", "check", "waiting", "call", "message"];
@@ -28,6 +28,9 @@ interface Hooks {
   stills: { id: number; bytes: number; width: number; height: number; mime: string; sha256: string }[];
   stillsSent: { id: number; bytes: number; sha256: string }[];
   leave(): Promise<void>;
+  /** The media node the call is on (changes when it moves). */
+  nodeId?: string;
+  framesDecoded(): number;
 }
 
 const hooks: Hooks = {
@@ -41,6 +44,7 @@ const hooks: Hooks = {
   stills: [],
   stillsSent: [],
   leave: () => leave(),
+  framesDecoded: () => call?.framesDecoded ?? 0,
 };
 // Test and support hook; not part of the UI.
 (window as unknown as { __huizhen: Hooks }).__huizhen = hooks;
@@ -52,6 +56,8 @@ let call: HuizhenCall | undefined;
 let lastQuality: Quality | undefined;
 let successTimer: ReturnType<typeof setTimeout> | undefined;
 let meterStop: (() => void) | undefined;
+/** The pre-join path measurements, sent to the edge with a move. */
+let measurements: PathMeasurement[] = [];
 const params = new URLSearchParams(location.search);
 let height = params.get("height") === "1080" ? 1080 : 720;
 
@@ -62,7 +68,8 @@ function record(type: string, detail?: unknown) {
 function setState(s: State) {
   hooks.state = s;
   record(`state:${s}`);
-  const screen = s === "joining" ? "check" : s === "ended" || s === "error" ? "message" : s;
+  const screen = s === "joining" ? "check" : s === "reconnecting" ? "call" : s === "ended" || s === "error" ? "message" : s;
+  $("reconnecting").hidden = s !== "reconnecting";
   for (const name of SCREENS) $(`screen-${name}`).hidden = name !== screen;
 }
 
@@ -217,8 +224,13 @@ async function networkCheck(i: JoinInfo) {
   check("chk-network", "wait", "Connection to the media server", "checking…");
   const r = await probeNode(i.node.url, i.node.certHashes);
   record("network-check", r);
-  if (r.ok) check("chk-network", "ok", "Connection to the media server", `reached in ${Math.round(r.handshakeMs!)} ms`);
-  else check("chk-network", "fail", "Connection to the media server", "not reachable — UDP may be blocked on this network");
+  if (r.ok) {
+    measurements = await measurePaths(i).catch(() => []);
+    record("path-measurements", measurements);
+    const m = measurements.find((x) => x.nodeId === i.node.id);
+    const path = m && m.loss < 1 ? `; round trip ${Math.round(m.rttMs)} ms, jitter ${m.jitterMs.toFixed(1)} ms, loss ${(m.loss * 100).toFixed(1)}%` : "";
+    check("chk-network", "ok", "Connection to the media server", `reached in ${Math.round(r.handshakeMs!)} ms${path}`);
+  } else check("chk-network", "fail", "Connection to the media server", "not reachable — UDP may be blocked on this network");
   return r.ok;
 }
 
@@ -238,6 +250,7 @@ async function main() {
     return fail(err);
   }
   hooks.info = { role: info.role, hasReason: !!info.reason };
+  hooks.nodeId = info.node.id;
   const badge = $("role-badge");
   badge.hidden = false;
   badge.textContent = ROLE_LABEL[info.role] ?? info.role;
@@ -289,6 +302,12 @@ async function join() {
       audioContext,
       codec: params.get("codec") ?? undefined,
       cpuAdaptation: params.get("adapt") !== "0",
+      failover: {
+        consultationId: info.consultationId,
+        nodeId: info.node.id,
+        // The pre-join numbers: probing again would wait on the dead node and delay the move.
+        measure: async () => measurements.map(({ nodeId, rttMs, jitterMs, loss }) => ({ nodeId, rttMs, jitterMs, loss })),
+      },
     });
   } catch (err) {
     void audioContext.close();
@@ -320,6 +339,19 @@ function wireCall(c: HuizhenCall) {
     successTimer = setTimeout(() => { s.hidden = true; }, 6000);
   });
   c.on("peer-joined", (e) => record("peer-joined", { slot: e.member.slot }));
+  c.on("reconnecting", (e) => {
+    record("reconnecting", e);
+    setState("reconnecting");
+  });
+  c.on("moved", (e) => {
+    record("moved", e);
+    hooks.nodeId = e.to;
+    if (!c.connected) setState("reconnecting");
+  });
+  c.on("resumed", (e) => {
+    record("resumed", { members: e.members.length });
+    setState("call");
+  });
   c.on("peer-left", (e) => {
     record("peer-left", { slot: e.member.slot, reason: e.reason });
     $("waiting-note").textContent = `${info?.peer?.label ?? "The other participant"} left the consultation. You can wait here in case they rejoin, or leave.`;

@@ -6,7 +6,7 @@ import { AudioPublisher, AudioReceiver } from "./audio.ts";
 import { nowUs, PeerClock, Window } from "./clock.ts";
 import { Emitter } from "./emitter.ts";
 import { HuizhenError } from "./errors.ts";
-import { openSession, type Member, type SessionLike } from "./session.ts";
+import { onMoves, openSession, type FailoverConfig, type Member, type SessionLike } from "./session.ts";
 import { captureStill, parseStill, requestPayload, STILL_CHUNK_BYTES, StillAssembler, stillChunks, type StillImage } from "./still.ts";
 import { bitrateFor, decodableVideoCodecs, VideoPublisher, VideoReceiver } from "./video.ts";
 import { chooseEncoding } from "../../src/quality/encoding.ts";
@@ -58,6 +58,12 @@ export interface CallEvents extends Record<string, unknown> {
   "peer-media": { camera: boolean; mic: boolean };
   ended: { reason: string };
   error: HuizhenError;
+  /** The media node was lost or drains: the call is moving to another node (media paused). */
+  reconnecting: { from: string; reason: string };
+  /** The call resumed on another node; `rejoinMs` from losing the old one to the new welcome. */
+  moved: { from: string; to: string; reason: string; rejoinMs: number };
+  /** Both terminals are in the group again after a move. */
+  resumed: { members: Member[] };
 }
 
 export interface CallOptions {
@@ -81,6 +87,8 @@ export interface CallOptions {
   cpuAdaptation?: boolean;
   sdk?: string;
   timeoutMs?: number;
+  /** Consultation, node and edge for moving to another node when this one dies or drains (off without). */
+  failover?: FailoverConfig;
 }
 
 const KEYFRAME_REQUEST_MIN_MS = 300;
@@ -131,15 +139,17 @@ export class HuizhenCall extends Emitter<CallEvents> {
   peerMicEnabled = true;
   peerCameraEnabled = true;
   private done = false;
-  readonly self: Member;
+  /** Moved to another node and the peer is not back yet: its return is a resume, not a new connection-success. */
+  private afterMove = false;
   members: Member[];
   connected = false;
+  /** Between losing a node and the welcome of the next one. */
+  reconnecting = false;
   micEnabled = true;
   cameraEnabled = true;
 
   private constructor(private readonly session: SessionLike, readonly opts: CallOptions, readonly audioContext: AudioContext) {
     super();
-    this.self = session.self;
     this.members = session.members;
     const toLocal = (peerUs: number) => this.clock.toLocal(peerUs);
     this.video = new VideoPublisher({
@@ -171,11 +181,16 @@ export class HuizhenCall extends Emitter<CallEvents> {
     this.wire();
   }
 
+  /** This terminal in the group (its slot may change when the call moves to another node). */
+  get self(): Member {
+    return this.session.self;
+  }
+
   /** Connects to the node with the token and starts publishing once both terminals are in. */
   static async join(opts: CallOptions): Promise<HuizhenCall> {
     const ctx = opts.audioContext ?? new AudioContext({ latencyHint: "interactive", sampleRate: 48000 });
     if (ctx.state === "suspended") void ctx.resume().catch(() => undefined);
-    const session = await openSession({ url: opts.url, certHashes: opts.certHashes, token: opts.token, sdk: opts.sdk ?? "huizhen-web/0.1", timeoutMs: opts.timeoutMs });
+    const session = await openSession({ url: opts.url, certHashes: opts.certHashes, token: opts.token, sdk: opts.sdk ?? "huizhen-web/0.1", timeoutMs: opts.timeoutMs, failover: opts.failover });
     const call = new HuizhenCall(session, opts, ctx);
     call.decodable = await decodableVideoCodecs();
     const v = opts.stream.getVideoTracks()[0];
@@ -222,16 +237,46 @@ export class HuizhenCall extends Emitter<CallEvents> {
       s.on("rtt", (ms) => { this.rttMs = ms; }),
       s.on("ended", (reason) => this.finish(reason)),
       s.on("closed", (reason) => this.finish(reason || "normal")),
+      ...onMoves(s, {
+        moving: ({ from, reason }) => {
+          this.reconnecting = true;
+          this.connected = false;
+          this.emit("reconnecting", { from, reason });
+          this.updateQuality();
+        },
+        moved: (m) => this.onMoved(m),
+      }),
     );
+  }
+
+  // A new node, a new group session: the peer's sequences start again and its slot may differ,
+  // so the receivers start clean and ask for a keyframe once the peer is there.
+  private onMoved(m: { from: string; to: string; reason: string; rejoinMs: number }): void {
+    this.reconnecting = false;
+    this.afterMove = true;
+    this.peerSlot = undefined;
+    this.videoRx.reset();
+    this.audioRx.reset();
+    this.members = this.session.members;
+    this.emit("moved", { from: m.from, to: m.to, reason: m.reason, rejoinMs: m.rejoinMs });
+    if (this.session.isConnected) this.onConnected(this.session.members);
   }
 
   private onConnected(members: Member[]): void {
     this.members = members;
     const peer = members.find((m) => m.slot !== this.self.slot);
     this.peerSlot = peer?.slot;
-    const first = !this.connected;
+    const first = !this.connected && !this.afterMove;
+    const resumed = this.afterMove;
+    this.afterMove = false;
     this.connected = true;
     this.video.requestKeyframe();
+    if (resumed) {
+      // Back after a move: the decoder needs a fresh keyframe from the peer.
+      this.lastKeyRequestAt = 0;
+      this.askKeyframe();
+      this.emit("resumed", { members });
+    }
     this.announceMedia();
     this.announceCodecs();
     if (first) {
@@ -578,6 +623,11 @@ export class HuizhenCall extends Emitter<CallEvents> {
 
   setVolume(v: number): void {
     this.audioRx.setVolume(v);
+  }
+
+  /** Video frames decoded so far (a live count; stats() is once a second). */
+  get framesDecoded(): number {
+    return this.videoRx.framesDecoded;
   }
 
   stats(): CallStats | undefined {

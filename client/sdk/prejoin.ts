@@ -1,6 +1,7 @@
 // What happens before a call: browser support, the edge's view of the token (GET /v1/join, which
 // does not use the token up), camera/microphone access, and a network check to the media node.
 import { fromBase64 } from "../../src/bytes.ts";
+import { probeNodes, probeUrlOf, type PathMeasurementReport, type ProbeOptions } from "../../src/terminal/probe.ts";
 import { HuizhenError, reasonOfEdgeCode } from "./errors.ts";
 import { videoConstraints } from "./call.ts";
 
@@ -13,6 +14,22 @@ export interface JoinInfo {
   peer?: { role: string; label: string; kind: string };
   reason?: string;
   node: { id: string; url: string; certHashes: string[] };
+  /** Nodes the edge offers for probing, best first (older edges send none). */
+  candidates?: { id: string; region?: string; url: string; probeUrl?: string; certHashes?: string[] }[];
+}
+
+export type PathMeasurement = PathMeasurementReport;
+
+/**
+ * RTT, jitter and loss to the consultation's node and the candidates the edge offered, over a
+ * short datagram probe each (src/terminal/probe.ts, all at once, ~0.5 s). No token is sent.
+ */
+export function measurePaths(info: JoinInfo, opts: ProbeOptions = {}): Promise<PathMeasurement[]> {
+  const targets = [{ id: info.node.id, url: info.node.url, certHashes: info.node.certHashes } as NonNullable<JoinInfo["candidates"]>[number], ...(info.candidates ?? [])]
+    .filter((n, i, all) => all.findIndex((m) => m.id === n.id) === i)
+    .slice(0, 8)
+    .map((n) => ({ nodeId: n.id, probeUrl: n.probeUrl ?? probeUrlOf(n.url), certHashes: n.certHashes }));
+  return probeNodes(targets, { count: 20, intervalMs: 10, connectTimeoutMs: 2000, ...opts });
 }
 
 /** Names of the APIs this browser lacks for a call (empty: it can join). */

@@ -1,9 +1,12 @@
 // The SDK's view of the WebTransport session: TerminalSession from src/terminal (the same
-// core the headless terminals use), plus what the call needs on top of it.
+// core the headless terminals use), wrapped in FailoverSession when the page knows its
+// consultation and edge, so a node that dies or drains mid-call is left for another by itself.
 import { SessionError, TerminalSession } from "../../src/terminal/session.ts";
+import { edgeReplacer, FailoverSession, type MoveReason, type MoveRecord, type ReplaceCall } from "../../src/terminal/failover.ts";
 import { HuizhenError, messageFor } from "./errors.ts";
 
 export type { Member, SendOptions, FrameEvent, SessionEvents } from "../../src/terminal/session.ts";
+export type { MoveReason, MoveRecord } from "../../src/terminal/failover.ts";
 
 /** What the call uses of a session: TerminalSession's own shape, narrowed so the call stays testable. */
 export type SessionLike = Pick<
@@ -11,9 +14,29 @@ export type SessionLike = Pick<
   "self" | "members" | "isConnected" | "counters" | "on" | "sendFrame" | "requestKeyframe" | "sendStats" | "sendSignal" | "leave"
 >;
 
+export interface FailoverConfig {
+  consultationId: string;
+  /** The node the token was issued for (GET /v1/join `node.id`). */
+  nodeId: string;
+  /** The edge that answers POST /v1/join/replace (default: the page's origin). */
+  edgeUrl?: string;
+  /** Fresh path measurements to send with a move (e.g. the pre-join probe). */
+  measure?: () => Promise<ReplaceCall["measurements"]>;
+}
+
 /** Connects with the token; a refusal becomes a HuizhenError whose `reason` the page can show. */
-export async function openSession(opts: { url: string; certHashes?: string[]; token: string; sdk?: string; timeoutMs?: number }): Promise<SessionLike> {
+export async function openSession(opts: { url: string; certHashes?: string[]; token: string; sdk?: string; timeoutMs?: number; failover?: FailoverConfig }): Promise<SessionLike> {
   try {
+    const f = opts.failover;
+    if (f) {
+      return await FailoverSession.connect({
+        sdk: opts.sdk, timeoutMs: opts.timeoutMs,
+        consultationId: f.consultationId,
+        placement: { nodeId: f.nodeId, url: opts.url, certHashes: opts.certHashes, token: opts.token },
+        replace: edgeReplacer(f.edgeUrl ?? location.origin),
+        measure: f.measure,
+      });
+    }
     // TerminalSession has exactly the SessionLike shape; the interface keeps the call testable.
     return await TerminalSession.connect(opts);
   } catch (err) {
@@ -23,4 +46,10 @@ export async function openSession(opts: { url: string; certHashes?: string[]; to
     }
     throw new HuizhenError("nodeUnreachable", `${messageFor("nodeUnreachable")} (${err instanceof Error ? err.message : String(err)})`);
   }
+}
+
+/** Subscribes to a session's moves between nodes; a session that cannot move has none. */
+export function onMoves(s: SessionLike, h: { moving(e: { from: string; reason: MoveReason }): void; moved(e: MoveRecord): void }): (() => void)[] {
+  if (!(s instanceof FailoverSession)) return [];
+  return [s.on("moving", h.moving), s.on("moved", h.moved)];
 }

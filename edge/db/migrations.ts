@@ -167,6 +167,20 @@ export const MIGRATIONS: Migration[] = [
       `CREATE INDEX consultation_legs_node ON consultation_legs (node_id)`,
     ],
   },
+  {
+    id: 3,
+    name: "node report replay guard",
+    statements: [
+      // The jti of every signed node report still within its lifetime: a captured report
+      // cannot be sent again (src/node-credential.ts, edge/auth.ts).
+      `CREATE TABLE node_report_jtis (
+        jti TEXT PRIMARY KEY,
+        node_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+      )`,
+      `CREATE INDEX node_report_jtis_expiry ON node_report_jtis (expires_at)`,
+    ],
+  },
 ];
 
 async function appliedIds(store: Store): Promise<Set<number>> {

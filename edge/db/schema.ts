@@ -16,6 +16,14 @@ export interface Database {
   path_measurements: PathMeasurementTable;
   consultation_legs: ConsultationLegTable;
   rate_limits: RateLimitTable;
+  node_report_jtis: NodeReportJtiTable;
+}
+
+export interface NodeReportJtiTable {
+  jti: string;
+  node_id: string;
+  /** Unix ms after which the report's signature is refused anyway. */
+  expires_at: number;
 }
 
 export interface SchemaMigrationTable {

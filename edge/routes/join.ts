@@ -9,6 +9,7 @@ import { auditQuery } from "../audit.ts";
 import { bearer } from "../auth.ts";
 import { readDetails } from "../records.ts";
 import { nodeOfTerminal } from "../cascade.ts";
+import { candidateNodes } from "./placement.ts";
 import type { AppEnv, EdgeDeps } from "../context.ts";
 import { ApiError } from "../errors.ts";
 import { iso } from "../secrets.ts";
@@ -77,6 +78,8 @@ export function joinRoutes(app: Hono<AppEnv>, deps: EdgeDeps) {
       peer: peer ? { role: peer.role, label: peer.label, kind: peer.kind } : null,
       ...(reason !== undefined ? { reason } : {}),
       node: { id: its.id, url: its.url, certHashes: its.certHashes },
+      // What the page probes before joining (RTT, jitter, loss), sent with a move to another node.
+      candidates: await candidateNodes(deps),
     });
   });
 }

@@ -29,17 +29,20 @@ const replaceBody = obj({
 /** Candidates offered for probing: the best eligible nodes by load and region. */
 const MAX_CANDIDATES = 8;
 
+/** The nodes a terminal should probe, best first (also in GET /v1/join for the consultation page). */
+export async function candidateNodes(deps: EdgeDeps, region?: string) {
+  const ranked = rankNodes(await liveNodes(deps), { now: deps.clock.now(), region, staleAfterMs: deps.config.staleNodeMs });
+  return ranked.slice(0, MAX_CANDIDATES).map(({ node }) => ({
+    id: node.id, region: node.region, url: node.url, probeUrl: probeUrlOf(node.url), certHashes: node.certHashes,
+  }));
+}
+
 export function placementRoutes(app: Hono<AppEnv>, deps: EdgeDeps) {
   app.get("/v1/terminals/:id/candidates", async (c) => {
     await authTerminal(deps, c, c.req.param("id"));
     const region = c.req.query("region");
     if (region !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(region)) throw badRequest("region", "region must be letters, digits, '-' or '_'");
-    const ranked = rankNodes(await liveNodes(deps), { now: deps.clock.now(), region, staleAfterMs: deps.config.staleNodeMs });
-    return c.json({
-      nodes: ranked.slice(0, MAX_CANDIDATES).map(({ node }) => ({
-        id: node.id, region: node.region, url: node.url, probeUrl: probeUrlOf(node.url), certHashes: node.certHashes,
-      })),
-    });
+    return c.json({ nodes: await candidateNodes(deps, region) });
   });
 
   app.use("/v1/join/replace", cors({ origin: "*", allowMethods: ["POST", "OPTIONS"], allowHeaders: ["authorization", "content-type"], maxAge: 600 }));

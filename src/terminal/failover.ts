@@ -155,6 +155,20 @@ export class FailoverSession {
     }
   }
 
+  // The current session's view, so a FailoverSession can stand where a TerminalSession did.
+  get self() { return this.session.self; }
+  get members() { return this.session.members; }
+  get isConnected() { return this.state === "live" && this.session.isConnected; }
+  get counters() { return this.session.counters; }
+
+  sendStats(report: Record<string, number | string>): void {
+    if (this.state === "live") this.session.sendStats(report);
+  }
+
+  sendSignal(kind: string, body?: unknown, to?: number): void {
+    if (this.state === "live") this.session.sendSignal(kind, body, to);
+  }
+
   /** Sends on the current session; -1 while moving (the frame is dropped, as on a lost path). */
   sendFrame(track: number, payload: Uint8Array, opts?: SendOptions): number {
     if (this.state !== "live") return -1;

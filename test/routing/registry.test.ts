@@ -121,6 +121,10 @@ test("unsigned, re-targeted and altered reports are refused", async () => {
   assert.is(await heartbeatAs(body, signer, { sentBody: JSON.stringify({ ...body, region: "elsewhere" }) }), 401, "body altered");
   const other = new NodeSigner("node-other", String(nodeCfg.secret));
   assert.is(await heartbeatAs(body, other), 401, "signed as another node");
+  // A captured report sent again within its lifetime: same signature, same body.
+  const captured = await signer.sign("POST", `/v1/nodes/${NODE_ID}/heartbeat`, JSON.stringify(body));
+  assert.is(await heartbeatAs(body, signer, { bearer: captured }), 200, "first use");
+  assert.is(await heartbeatAs(body, signer, { bearer: captured }), 401, "replayed");
 });
 
 test("an overloaded node gets no new group; a node that stops heartbeating leaves placement", async () => {
