@@ -1,10 +1,11 @@
 // `npm start`: the whole system on this machine — the edge in workerd with a local D1, one
 // media node under Deno, the browser page — with state kept in .huizhen/ across starts.
 import { existsSync } from "node:fs";
+import { isSigningSecret } from "../src/node-credential.ts";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import {
-  ROOT, ensureClinic, generateEdgeSecrets, newNodeCredential, nodeCredentialsJson, startEdge, startMediaNode,
+  ROOT, ensureClinic, generateEdgeSecrets, newSigningNodeCredential, nodeCredentialsJson, startEdge, startMediaNode,
   waitForNodeRegistered, type EdgeSecrets, type NodeCredential,
 } from "./stack.ts";
 import { buildClient } from "./build-client.ts";
@@ -45,10 +46,15 @@ async function loadState(): Promise<LocalState> {
       saved.secrets.PHI_KEYS = (await generateEdgeSecrets()).PHI_KEYS;
       await saveState(saved);
     }
+    if (!isSigningSecret(saved.node.secret)) {
+      // State from before nodes signed their reports: give the node a key pair.
+      saved.node = await newSigningNodeCredential(saved.node.nodeId);
+      await saveState(saved);
+    }
     return saved;
   }
   log("huizhen", "first start: generating signing keys, node credential and secrets in .huizhen/");
-  const state: LocalState = { secrets: await generateEdgeSecrets(), node: newNodeCredential("node-1") };
+  const state: LocalState = { secrets: await generateEdgeSecrets(), node: await newSigningNodeCredential("node-1") };
   await saveState(state);
   return state;
 }

@@ -375,6 +375,16 @@ for (const runtime of ["workerd", "deno"] as EdgeRuntime[]) {
     assert.equal(r.body.terminal, { id: term.req!.id, label: "Terminal req", kind: "doctor" });
     assert.equal(r.body.peer, { role: "consultant", label: "Terminal con", kind: "specialist" });
     assert.is(r.body.node.id, "node-slow");
+    // The nodes the page probes before joining: the terminal's own candidate list, with probe URLs.
+    assert.ok(Array.isArray(r.body.candidates) && r.body.candidates.length >= 1, JSON.stringify(r.body.candidates));
+    for (const n of r.body.candidates) {
+      assert.ok(creds.some((cr) => cr.nodeId === n.id), n.id);
+      assert.is(new URL(n.probeUrl).pathname, "/v1/probe");
+      assert.ok(Array.isArray(n.certHashes));
+    }
+    const offered = await api("GET", `/v1/terminals/${term.req!.id}/candidates`, { key: term.req!.secret });
+    assert.is(offered.status, 200, JSON.stringify(offered.body));
+    assert.equal(r.body.candidates.map((n: any) => n.id).sort(), offered.body.nodes.map((n: any) => n.id).sort());
     assert.not.ok(JSON.stringify(r.body).includes(patient.name));
     const pre = await fetch(`${edge.url}/v1/join`, { method: "OPTIONS", headers: { origin: "https://x.example", "access-control-request-method": "GET", "access-control-request-headers": "authorization" } });
     assert.ok(pre.status === 204 || pre.status === 200);
