@@ -50,6 +50,15 @@ export class ClinicClient {
     return this.call("POST", `/v1/consultations/${encodeURIComponent(id)}/end`);
   }
 
+  /** Two new terminals (a doctor and a specialist) and one consultation between them. */
+  async newConsultation(tag: string, labels: [string, string] = [`Exam room ${tag}`, `Specialist ${tag}, remote`]): Promise<CreatedConsultation> {
+    const rq = await this.registerTerminal(labels[0], "doctor");
+    const cs = await this.registerTerminal(labels[1], "specialist");
+    const r = await this.createConsultation({ patient: testPatient(tag), requester: { terminalId: rq.id }, consultant: { terminalId: cs.id } });
+    if (r.status !== 201) throw new Error(`create consultation: ${r.status} ${JSON.stringify(r.body)}`);
+    return r.body;
+  }
+
   /** Polls the record until `pred` holds (node events reach the edge asynchronously). */
   async waitForConsultation(id: string, pred: (c: any) => boolean, timeoutMs = 10_000) {
     const deadline = Date.now() + timeoutMs;

@@ -6,7 +6,7 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { TerminalSession, type FrameEvent } from "../../src/terminal/session.ts";
 import { Track } from "../../src/protocol/media.ts";
-import { ClinicClient, testPatient, type CreatedConsultation } from "../support/clinic-client.ts";
+import { ClinicClient, type CreatedConsultation } from "../support/clinic-client.ts";
 import { once, payload, sleep } from "../media/support.ts";
 import { TrustStack } from "./stack.ts";
 
@@ -43,11 +43,7 @@ async function exchange(a: TerminalSession, b: TerminalSession, n: number, tag: 
 t.before(async () => {
   stack = await TrustStack.start();
   clinic = new ClinicClient(stack.edgeUrl, stack.clinicApiKey);
-  const rq = await clinic.registerTerminal("Ward 3 cart", "doctor");
-  const cs = await clinic.registerTerminal("Radiology, remote", "specialist");
-  const r = await clinic.createConsultation({ patient: testPatient("K"), requester: { terminalId: rq.id }, consultant: { terminalId: cs.id } });
-  assert.is(r.status, 201, JSON.stringify(r.body));
-  created = r.body;
+  created = await clinic.newConsultation("K", ["Ward 3 cart", "Radiology, remote"]);
 });
 
 t.after(async () => {

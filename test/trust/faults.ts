@@ -4,7 +4,7 @@
 import { decodeJwt } from "jose";
 import { Track } from "../../src/protocol/media.ts";
 import { TerminalSession, type FrameEvent } from "../../src/terminal/session.ts";
-import { ClinicClient, testPatient, type CreatedConsultation } from "../support/clinic-client.ts";
+import { ClinicClient } from "../support/clinic-client.ts";
 import type { TrustStack } from "./stack.ts";
 
 export interface FaultResult {
@@ -17,11 +17,7 @@ export interface FaultResult {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function pair(stack: TrustStack, clinic: ClinicClient, tag: string) {
-  const t1 = await clinic.registerTerminal(`Fault ${tag} 1`, "doctor");
-  const t2 = await clinic.registerTerminal(`Fault ${tag} 2`, "specialist");
-  const r = await clinic.createConsultation({ patient: testPatient(tag), requester: { terminalId: t1.id }, consultant: { terminalId: t2.id } });
-  if (r.status !== 201) throw new Error(`create: ${r.status}`);
-  const c: CreatedConsultation = r.body;
+  const c = await clinic.newConsultation(tag, [`Fault ${tag} 1`, `Fault ${tag} 2`]);
   const join = (i: number, resume?: string) => TerminalSession.connect({ url: c.group.node.url, certHashes: c.group.node.certHashes, token: c.tokens[i]!.token, resume, sdk: "trust-fault" });
   const a = await join(0);
   const connected = new Promise<void>((ok) => a.on("connected", () => ok()));

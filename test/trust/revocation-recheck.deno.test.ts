@@ -6,7 +6,7 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { decodeJwt } from "jose";
 import { TerminalSession } from "../../src/terminal/session.ts";
-import { ClinicClient, testPatient, type CreatedConsultation } from "../support/clinic-client.ts";
+import { ClinicClient, type CreatedConsultation } from "../support/clinic-client.ts";
 import { once } from "../media/support.ts";
 import { TrustStack } from "./stack.ts";
 
@@ -35,11 +35,7 @@ async function refusal(token: string, resume?: string): Promise<string> {
 t.before(async () => {
   stack = await TrustStack.start({ nodeEnv: { MEDIA_REVOCATION_CHECK_MS: String(CHECK_MS) } });
   clinic = new ClinicClient(stack.edgeUrl, stack.clinicApiKey);
-  const rq = await clinic.registerTerminal("Exam room 7", "doctor");
-  const cs = await clinic.registerTerminal("Neurology, remote", "specialist");
-  const r = await clinic.createConsultation({ patient: testPatient("V"), requester: { terminalId: rq.id }, consultant: { terminalId: cs.id } });
-  assert.is(r.status, 201, JSON.stringify(r.body));
-  created = r.body;
+  created = await clinic.newConsultation("V", ["Exam room 7", "Neurology, remote"]);
 });
 
 t.after(async () => {
