@@ -339,14 +339,17 @@ function wireCall(c: HuizhenCall) {
     successTimer = setTimeout(() => { s.hidden = true; }, 6000);
   });
   c.on("peer-joined", (e) => record("peer-joined", { slot: e.member.slot }));
+  // A move while alone in the room returns to the waiting room, not to "reconnecting".
+  let beforeMove: State = "call";
   c.on("reconnecting", (e) => {
     record("reconnecting", e);
+    if (hooks.state !== "reconnecting") beforeMove = hooks.state;
     setState("reconnecting");
   });
   c.on("moved", (e) => {
     record("moved", e);
     hooks.nodeId = e.to;
-    if (!c.connected) setState("reconnecting");
+    if (!c.connected) setState(beforeMove === "waiting" ? "waiting" : "reconnecting");
   });
   c.on("resumed", (e) => {
     record("resumed", { members: e.members.length });

@@ -221,6 +221,9 @@ export class HuizhenCall extends Emitter<CallEvents> {
           this.videoRx.reset();
           this.audioRx.reset();
         }
+        // The node drains (or the edge moves the group): both terminals are about to move, so the
+        // peer is not gone; our own session's close follows and starts the move.
+        if (reason === "nodeDraining" && this.opts.failover) return;
         this.emit("peer-left", { member, reason });
       }),
       s.on("frame", ({ header, payload }) => this.onFrame(header, payload)),

@@ -8,7 +8,7 @@
 //   call.on("connection-success", …); call.on("quality", (q) => show(q.summary)); call.on("ended", …);
 export { HuizhenCall, videoConstraints, type CallEvents, type CallOptions, type CallStats, type Quality, type QualityLevel } from "./call.ts";
 export { HuizhenError, messageFor, type ClientReason } from "./errors.ts";
-export { fetchJoinInfo, missingFeatures, openLocalMedia, probeNode, type JoinInfo, type NetworkCheck } from "./prejoin.ts";
+export { fetchJoinInfo, measurePaths, missingFeatures, openLocalMedia, probeNode, type JoinInfo, type NetworkCheck, type PathMeasurement } from "./prejoin.ts";
 export { VIDEO_CODECS, pickVideoCodec } from "./video.ts";
 export type { StillImage } from "./still.ts";
 export type { Member } from "./session.ts";

@@ -218,6 +218,8 @@ export class FailoverSession {
 
   private onClosed(s: TerminalSession, reason: CloseReason): void {
     if (s !== this.session || this.state !== "live") return;
+    // The edge closing the old group after our own degraded-path request: that move is under way.
+    if (this.asking && reason === "nodeDraining") return;
     if (FINAL.has(reason)) {
       this.state = "closed";
       clearInterval(this.watchdog);
@@ -256,8 +258,25 @@ export class FailoverSession {
     }
   }
 
+  private asking = false;
+
   private async move(reason: MoveReason): Promise<void> {
-    if (this.state !== "live") return;
+    if (this.state !== "live" || this.asking) return;
+    let first: Placement | undefined;
+    if (reason === "pathDegraded") {
+      // A slow path still carries the call: ask first and stay when there is nowhere better
+      // (e.g. the only live node), instead of leaving a working session for nothing.
+      this.asking = true;
+      try {
+        const measurements = this.opts.measure ? await this.opts.measure().catch(() => undefined) : undefined;
+        first = await this.opts.replace({ consultationId: this.opts.consultationId, failedNodeId: this.placement.nodeId, reason, ...(measurements?.length ? { measurements } : {}) }, this.placement.token);
+      } catch {
+        first = undefined;
+      } finally {
+        this.asking = false;
+      }
+      if (this.state !== "live" || !first || first.nodeId === this.placement.nodeId) return;
+    }
     this.state = "moving";
     const startedAt = Date.now();
     const from = this.placement.nodeId;
@@ -270,7 +289,10 @@ export class FailoverSession {
     let why = reason;
     while (Date.now() < deadline && this.state === "moving") {
       let next: Placement;
-      try {
+      if (first) {
+        next = first;
+        first = undefined;
+      } else try {
         const measurements = this.opts.measure ? await this.opts.measure().catch(() => undefined) : undefined;
         next = await this.opts.replace({ consultationId: this.opts.consultationId, failedNodeId: failed, reason: why, ...(measurements?.length ? { measurements } : {}) }, this.placement.token);
       } catch (err) {
