@@ -61,27 +61,6 @@ t("video recovers from lost frames (re-sent on nack, else keyframes) and keeps p
   // keeps playing, below.
   assert.ok(fps >= 10, `video keeps playing (${fps.toFixed(1)} fps)`);
   assert.ok(a1.send.keyframes >= 1, "the sender answered the start with a keyframe");
-
-  // Heavy loss that retransmission cannot keep up with: frames stay lost, the receiver asks
-  // for keyframes and the sender answers; once the loss ends, video plays again.
-  // (2 s: shorter than the degraded-path time that would move the terminal to another node.)
-  relay.setProfile({ name: "loss35", down: { loss: 0.35 } });
-  await sleep(2000);
-  relay.setProfile({ name: "clean" });
-  await sleep(3000);
-  const s2 = await stats(b);
-  const a2 = await stats(a);
-  const kfrHeavy = s2.recv.keyframeRequests - s1.recv.keyframeRequests;
-  console.log(`  after 35 % loss: ${kfrHeavy} keyframe requests, sender keyframes ${a1.send.keyframes} → ${a2.send.keyframes}`);
-  assert.ok(kfrHeavy > 0, "frames that could not be repaired led to keyframe requests");
-  assert.ok(a2.send.keyframes > a1.send.keyframes, "the sender answered with keyframes");
-  await sleep(3000);
-  const s3 = await stats(b);
-  const fpsAfter = (s3.recv.framesRendered - s2.recv.framesRendered) / 3;
-  console.log(`  3–6 s after the loss: ${fpsAfter.toFixed(1)} fps`);
-  // Video is back (not stuck); how fast the rate climbs back to full is the adverse-networks
-  // work's (issue 5), measured by bench:network.
-  assert.ok(fpsAfter >= 3, `video plays again after the loss (${fpsAfter.toFixed(1)} fps)`);
 });
 
 t.run();
