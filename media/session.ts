@@ -11,7 +11,7 @@ import { TokenError } from "../src/token/verify.ts";
 import type { ConsultationClaims } from "../src/token/claims.ts";
 import { MIN_DATAGRAM_SIZE, type Membership, type Relay, type RelayPeer } from "./relay/relay.ts";
 import type { TransportSession, TransportStreamPair } from "./transport/quic.ts";
-import { DeliveryQueue, type QueueOptions } from "./relay/subscriber.ts";
+import { DeliveryQueue, type QueueOptions } from "./relay/delivery-queue.ts";
 
 export interface SessionOptions {
   /** Time a terminal has to open the control stream and send `join`, ms. */

@@ -4,7 +4,8 @@
 // quality reports to both members. No network.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { DeliveryQueue, SubscriberPolicy } from "../../media/relay/subscriber.ts";
+import { SubscriberPolicy } from "../../media/relay/subscriber.ts";
+import { DeliveryQueue } from "../../media/relay/delivery-queue.ts";
 import { Relay, type GroupSpec, type RelayPeer } from "../../media/relay/relay.ts";
 import type { NodeMessage } from "../../src/protocol/control.ts";
 import type { CloseReason } from "../../src/protocol/codes.ts";
