@@ -193,7 +193,7 @@ export class Relay {
   readonly limits: RelayLimits;
   readonly groups = new Map<string, Group>();
   /** groupId → why and when it ended. */
-  private readonly tombstones = new Map<string, { reason: CloseReason; at: number }>();
+  private readonly tombstones = new Map<string, { reason: CloseReason; at: number; consultationId: string }>();
   readonly totals = new Counters();
   sessions = 0;
   draining = false;
@@ -216,9 +216,15 @@ export class Relay {
   reserve(spec: GroupSpec): ReserveResult {
     const existing = this.groups.get(spec.groupId);
     if (existing) return existing.spec.consultationId === spec.consultationId ? "exists" : "conflict";
-    if (this.tombstones.has(spec.groupId)) return "conflict";
+    const gone = this.tombstones.get(spec.groupId);
+    if (gone) {
+      // A group the edge moved away (drain, a lost placement race, a degraded path) may come
+      // back to this node later; one that ended may not.
+      if (gone.reason !== "nodeDraining" || gone.consultationId !== spec.consultationId) return "conflict";
+    }
     if (this.draining) return "node_draining";
     if (this.groups.size >= this.limits.maxGroups) return "node_full";
+    this.tombstones.delete(spec.groupId);
     this.groups.set(spec.groupId, new Group(spec));
     this.log("group reserved", { groupId: spec.groupId, members: spec.members.length });
     return "created";
@@ -236,7 +242,7 @@ export class Relay {
       m.peer.close(reason);
     }
     this.groups.delete(groupId);
-    this.tombstones.set(groupId, { reason, at: this.now() });
+    this.tombstones.set(groupId, { reason, at: this.now(), consultationId: g.spec.consultationId });
     this.emit("group-closed", g, { reason });
     this.log("group closed", { groupId, reason, closedSessions: live.length });
     return live.length;
@@ -270,7 +276,11 @@ export class Relay {
     const now = this.now();
     const fail = (reason: CloseReason, message = CLOSE_MESSAGES[reason]): AdmitResult => ({ ok: false, reason, message });
     const g = this.groups.get(claims.gid);
-    if (!g) return this.tombstones.has(claims.gid) ? fail("consultationEnded") : fail("groupUnknown");
+    if (!g) {
+      const gone = this.tombstones.get(claims.gid);
+      // Moved away: the terminal should ask the edge where the group is now, not give up.
+      return gone ? fail(gone.reason === "nodeDraining" ? "nodeDraining" : "consultationEnded") : fail("groupUnknown");
+    }
     if (g.spec.consultationId !== claims.cid) return fail("groupUnknown");
     if (g.ended || g.spec.expiresAt <= now) return fail("consultationEnded");
     if (g.revokedJtis.has(claims.jti) || g.revokedTerminals.has(claims.sub)) return fail("revoked");

@@ -56,6 +56,21 @@ test("reserve: created, the same again, another consultation, full, draining", (
   assert.is(relay.reserve({ ...spec, groupId: "grp_4" }), "node_draining");
 });
 
+test("a group the edge moved away may come back; an ended one may not", () => {
+  const { relay, spec, join } = setup();
+  relay.closeGroup("grp_1", "nodeDraining");
+  const old = join(0);
+  assert.not.ok(old.r.ok);
+  assert.is(!old.r.ok && old.r.reason, "nodeDraining", "a terminal with a token for the old placement is sent to ask the edge");
+  assert.is(relay.reserve({ ...spec, consultationId: "cns_other" }), "conflict", "still not another consultation's");
+  assert.is(relay.reserve(spec), "created", "the same consultation placed here again");
+  assert.ok(join(0).r.ok);
+  relay.closeGroup("grp_1", "consultationEnded");
+  assert.is(relay.reserve(spec), "conflict");
+  const late = join(1);
+  assert.is(!late.r.ok && late.r.reason, "consultationEnded");
+});
+
 test("admission: welcome with slot, then connected to both and events for the edge", () => {
   const { join, events } = setup();
   const a = join(0);
