@@ -77,6 +77,7 @@ async function main() {
     store,
     config,
     clock: systemClock,
+    log: (line) => console.log(line),
     nodeApi: fetchNodeApi({ issuer: config.issuer, keys: config.keys, timeoutMs: config.nodeTimeoutMs, now: () => Date.now() }),
     assets: serveStatic,
   });

@@ -110,7 +110,7 @@ export async function replacePlacement(deps: EdgeDeps, token: string, req: Repla
     };
     const placed = await placeGroup(deps, groupReq, cons.region ?? undefined, { exclude: [cons.node_id] });
     if (!placed.node) {
-      deps.log?.(`failover of a consultation found no node: ${placed.refusals.length} tried`);
+      deps.log?.(`failover of a consultation found no node: ${placed.refusals.length} tried${placed.refusals.map((r) => ` ${r.nodeId}=${r.reason}`).join("")}`);
       throw unavailable("no_media_node", "no other media node can host the consultation now; retry shortly");
     }
     const to = placed.node;

@@ -196,6 +196,36 @@ t("a degraded path moves the terminal (and its peer) to a better node", async ()
   assert.ok(ms < 4000, `media back ${ms} ms after the move (target 2 s, margin for a shared CPU)`);
 });
 
+t("a degraded path with nowhere better to go keeps the call where it is", async () => {
+  await call!.stop();
+  call = undefined;
+  // One live node left: the others are killed, and the edge stops offering them once their
+  // heartbeats are stale (NODE_STALE_MS 2000 here).
+  const alive = stack.nodes.find((n) => n.id === "node-2")!;
+  for (const n of stack.nodes) if (n !== alive) await n.kill().catch(() => {});
+  await new Promise((r) => setTimeout(r, 2500));
+  const r = await clinic.createConsultation({ patient: testPatient("E"), requester: { terminalId: a.id }, consultant: { terminalId: b.id } });
+  assert.is(r.status, 201);
+  assert.is(r.body.group.node.id, "node-2");
+  const relay = await ImpairmentRelay.start({ target: { port: alive.port }, seed: 5 });
+  relays.push(relay);
+  call = await startCall(stack.edgeUrl, r.body, { degrade: true, requesterUrl: (u) => u.replace(/:\d+\//, `:${relay.port}/`) });
+  const noNode = () => stack.output().filter((l) => l.includes("failover of a consultation found no node")).length;
+  const askedBefore = noNode();
+  relay.setProfile({ name: "degraded", up: { delayMs: 200 }, down: { delayMs: 200 } });
+  // Long enough for the degraded-path rule (2 s here) to fire and ask the edge, which has no
+  // other node to offer.
+  await new Promise((res) => setTimeout(res, 4000));
+  const count = [call.a.received, call.b.received];
+  await new Promise((res) => setTimeout(res, 1000));
+  assert.equal(call.moves(), [[], []], "nobody left the only node");
+  assert.ok(noNode() > askedBefore, "the terminal asked the edge, which had nowhere better");
+  assert.ok(call.a.received - count[0]! >= 20 && call.b.received - count[1]! >= 20, `media still flows both ways (${call.a.received - count[0]!}, ${call.b.received - count[1]!} frames in 1 s)`);
+  const rec = await clinic.waitForConsultation(r.body.id, (x) => x.status === "connected");
+  assert.is(rec.group.node.id, "node-2");
+  assert.not.ok(rec.events.some((e: { action: string }) => e.action === "failover"), "no move recorded");
+});
+
 t("a move needs a valid token of the consultation", async () => {
   const res = await fetch(`${stack.edgeUrl}/v1/join/replace`, {
     method: "POST", headers: { authorization: "Bearer not-a-token", "content-type": "application/json" },
