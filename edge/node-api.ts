@@ -1,6 +1,6 @@
 // Edge → media node control calls (docs/internal-apis.md), each with its own short-lived
 // node-API JWT and a hard timeout, so a silent node costs at most `timeoutMs`.
-import type { GroupAttributes, Role } from "../src/types.ts";
+import type { GroupSpec } from "../src/types.ts";
 import { randomId } from "../src/bytes.ts";
 import { nodeApiAudience } from "../src/token/claims.ts";
 import { signNodeApiToken } from "../src/token/sign.ts";
@@ -11,14 +11,8 @@ export interface NodeRef {
   apiUrl: string;
 }
 
-export interface GroupRequest {
-  groupId: string;
-  consultationId: string;
-  clinicId: string;
-  attributes: GroupAttributes;
-  members: { terminalId: string; role: Role }[];
-  expiresAt: number;
-}
+/** The group as the edge asks a node to hold it: the node's own `GroupSpec`. */
+export type GroupRequest = GroupSpec;
 
 /** `reserved`: the node holds the group; anything else: try another node. */
 export type ReserveOutcome = { ok: true } | { ok: false; reason: string };

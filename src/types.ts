@@ -28,6 +28,17 @@ export const DEFAULT_GROUP_ATTRIBUTES: GroupAttributes = {
   maxHeight: 1080,
 };
 
+/** A consultation's group as the edge reserves it on a media node (POST /v1/groups). */
+export interface GroupSpec {
+  groupId: string;
+  consultationId: string;
+  clinicId: string;
+  attributes: GroupAttributes;
+  members: { terminalId: string; role: Role }[];
+  /** Unix ms after which the group is closed. */
+  expiresAt: number;
+}
+
 /** A media node as the edge's registry knows it. */
 export interface MediaNodeInfo {
   id: string;

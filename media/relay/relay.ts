@@ -6,7 +6,7 @@ import type { Member, NodeMessage, TerminalMessage } from "../../src/protocol/co
 import type { CloseReason } from "../../src/protocol/codes.ts";
 import { CLOSE_MESSAGES } from "../../src/protocol/codes.ts";
 import { HEADER_BYTES, peekTrack } from "../../src/protocol/media.ts";
-import type { GroupAttributes, Role } from "../../src/types.ts";
+import type { GroupAttributes, GroupSpec, Role } from "../../src/types.ts";
 import { randomId, timingSafeEqual } from "../../src/bytes.ts";
 import { SubscriberPolicy, type PolicyOptions } from "./subscriber.ts";
 
@@ -23,15 +23,7 @@ export interface RelayPeer {
   close(reason: CloseReason): void;
 }
 
-export interface GroupSpec {
-  groupId: string;
-  consultationId: string;
-  clinicId: string;
-  attributes: GroupAttributes;
-  members: { terminalId: string; role: Role }[];
-  /** Unix ms after which the group is closed. */
-  expiresAt: number;
-}
+export type { GroupSpec };
 
 export type RelayEventType = "joined" | "left" | "connected" | "group-closed";
 export interface RelayEvent {
