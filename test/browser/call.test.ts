@@ -2,34 +2,20 @@
 // node (Deno, QUIC), two consultation pages with Chromium's fake camera (1280×720, 20 fps)
 // and microphone. Both reach connection-success, each decodes the other's video and audio,
 // a still travels, one leaves and the other sees it; screenshots go to test-artifacts/.
-import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { join } from "node:path";
-import type { Browser, Page } from "playwright-core";
-import { startStack, type Stack } from "../../scripts/stack.ts";
-import { ensureArtifacts, joinUrlOf, launchChromium, lumaVariance, newConsultation, newPage, openAndJoin, pngVariance, sleep, stats, waitState, stackLog } from "./support.ts";
+import type { Page } from "playwright-core";
+import { browserSuite, ensureArtifacts, joinUrlOf, lumaVariance, newConsultation, newPage, openAndJoin, pngVariance, sleep, stats, waitState } from "./support.ts";
 
-const t = suite("browser call: two Chromium terminals");
-let stack: Stack;
-let browser: Browser;
+const { t, env } = browserSuite("browser call: two Chromium terminals");
 let a: Page;
 let b: Page;
 const logs: string[] = [];
 
-t.before(async () => {
-  stack = await startStack({ log: stackLog });
-  browser = await launchChromium();
-});
-
-t.after(async () => {
-  await browser?.close().catch(() => undefined);
-  await stack?.stop();
-});
-
 t("both join, see connection-success, and decode each other's video and audio", async () => {
-  const c = await newConsultation(stack.edgeUrl, stack.clinicApiKey);
-  a = await newPage(browser, (l) => logs.push(`A ${l}`));
-  b = await newPage(browser, (l) => logs.push(`B ${l}`));
+  const c = await newConsultation(env.stack.edgeUrl, env.stack.clinicApiKey);
+  a = await newPage(env.browser, (l) => logs.push(`A ${l}`));
+  b = await newPage(env.browser, (l) => logs.push(`B ${l}`));
   await openAndJoin(a, joinUrlOf(c, "requester"));
   assert.is(await waitState(a, ["waiting", "call", "error"]), "waiting", "the first terminal waits for the second");
   // The consultation context: the reason, never the patient's name.
@@ -120,9 +106,9 @@ t("one leaves, the other sees it", async () => {
 });
 
 t("codec negotiation: a terminal that cannot decode H.264 gets another codec", async () => {
-  const c = await newConsultation(stack.edgeUrl, stack.clinicApiKey);
-  const p = await newPage(browser);
-  const q = await newPage(browser);
+  const c = await newConsultation(env.stack.edgeUrl, env.stack.clinicApiKey);
+  const p = await newPage(env.browser);
+  const q = await newPage(env.browser);
   // Simulates a browser without an H.264 decoder (the page announces what it can decode).
   await q.addInitScript(`{
     const orig = VideoDecoder.isConfigSupported.bind(VideoDecoder);

@@ -5,27 +5,13 @@
 // it and decode the other's video again within a few seconds — without the peer counting as
 // gone and without a second connection-success. Also checks the pre-join probe of the nodes
 // the edge offers (GET /v1/join `candidates`).
-import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import type { Browser, Page } from "playwright-core";
-import { startStack, type Stack } from "../../scripts/stack.ts";
+import type { Page } from "playwright-core";
 import { ClinicClient } from "../support/clinic-client.ts";
-import { joinUrlOf, launchChromium, newConsultation, newPage, openAndJoin, sleep, stackLog, waitState } from "./support.ts";
+import { browserSuite, joinUrlOf, newConsultation, newPage, openAndJoin, sleep, waitState } from "./support.ts";
 
-const t = suite("browser failover: the node in use dies mid-call");
-let stack: Stack;
-let browser: Browser;
+const { t, env } = browserSuite("browser failover: the node in use dies mid-call", { stack: { nodes: [{}, {}, {}, {}] } });
 const logs: string[] = [];
-
-t.before(async () => {
-  stack = await startStack({ nodes: [{}, {}, {}, {}], log: stackLog });
-  browser = await launchChromium();
-});
-
-t.after(async () => {
-  await browser?.close().catch(() => undefined);
-  await stack?.stop();
-});
 
 /**
  * Runs `act` on the node in use and waits until both pages have moved to one of `to` and decode
@@ -80,9 +66,9 @@ const hz = (p: Page) => p.evaluate(() => {
 });
 
 t("both pages move to another node when theirs is killed, then when the next drains, and decode video again", async () => {
-  const c = await newConsultation(stack.edgeUrl, stack.clinicApiKey);
-  const a = await newPage(browser, (l) => logs.push(`A ${l}`));
-  const b = await newPage(browser, (l) => logs.push(`B ${l}`));
+  const c = await newConsultation(env.stack.edgeUrl, env.stack.clinicApiKey);
+  const a = await newPage(env.browser, (l) => logs.push(`A ${l}`));
+  const b = await newPage(env.browser, (l) => logs.push(`B ${l}`));
   try {
     await openAndJoin(a, joinUrlOf(c, "requester"));
     await waitState(a, ["waiting", "call", "error"]);
@@ -94,7 +80,7 @@ t("both pages move to another node when theirs is killed, then when the next dra
     const pre = await hz(a);
     const m = pre.events.find((e) => e.type === "path-measurements")?.detail as { nodeId: string; rttMs: number; jitterMs: number; loss: number }[];
     assert.ok(m, "the page measured its paths before joining");
-    assert.equal(new Set(m.map((x) => x.nodeId)), new Set(stack.nodes.map((n) => n.id)), "every offered node probed");
+    assert.equal(new Set(m.map((x) => x.nodeId)), new Set(env.stack.nodes.map((n) => n.id)), "every offered node probed");
     for (const x of m) assert.ok(x.loss < 0.5 && x.rttMs < 500, `path to ${x.nodeId}: ${JSON.stringify(x)}`);
     console.log(`  pre-join probe: ${m.map((x) => `${x.nodeId} rtt ${x.rttMs} ms jitter ${x.jitterMs} ms loss ${x.loss}`).join("; ")}`);
     const note = await a.textContent("#chk-network");
@@ -105,26 +91,26 @@ t("both pages move to another node when theirs is killed, then when the next dra
 
     const before = await Promise.all([hz(a), hz(b)]);
     assert.is(before[0].nodeId, before[1].nodeId, "both on one node");
-    const victim = stack.nodes.find((n) => n.id === before[0].nodeId)!;
+    const victim = env.stack.nodes.find((n) => n.id === before[0].nodeId)!;
     assert.ok(victim, "the node in use is one of the stack's");
-    await interruption(a, b, "kill", victim.id, () => victim.kill(), "nodeLost", stack.nodes.filter((n) => n !== victim).map((n) => n.id));
+    await interruption(a, b, "kill", victim.id, () => victim.kill(), "nodeLost", env.stack.nodes.filter((n) => n !== victim).map((n) => n.id));
 
     // Then the node the call moved to drains (SIGTERM: it closes its groups with nodeDraining).
     const now = await hz(a);
-    const drained = stack.nodes.find((n) => n.id === now.nodeId)!;
-    const [last, frozenLater] = stack.nodes.filter((n) => n !== victim && n !== drained) as [typeof victim, typeof victim];
+    const drained = env.stack.nodes.find((n) => n.id === now.nodeId)!;
+    const [last, frozenLater] = env.stack.nodes.filter((n) => n !== victim && n !== drained) as [typeof victim, typeof victim];
     await interruption(a, b, "drain", drained.id, () => drained.stop(), "nodeDraining", [last.id, frozenLater.id]);
 
     // Then the next node freezes (SIGSTOP: no close, no ICMP, just silence, as when a machine or
     // its link goes away): only the pages' silence watchdog can notice.
     const frozenId = await hzNode(a);
-    const frozen = stack.nodes.find((n) => n.id === frozenId)!;
-    const survivor = stack.nodes.find((n) => n !== victim && n !== drained && n !== frozen)!;
+    const frozen = env.stack.nodes.find((n) => n.id === frozenId)!;
+    const survivor = env.stack.nodes.find((n) => n !== victim && n !== drained && n !== frozen)!;
     await interruption(a, b, "freeze", frozen.id, async () => { process.kill(-frozen.process.child.pid!, "SIGSTOP"); }, "nodeLost", [survivor.id]);
     await frozen.kill();
 
     // One consultation, now on the last node, with the three moves recorded.
-    const clinic = new ClinicClient(stack.edgeUrl, stack.clinicApiKey);
+    const clinic = new ClinicClient(env.stack.edgeUrl, env.stack.clinicApiKey);
     const rec = await clinic.waitForConsultation(c.id, (x) => x.group.node.id === survivor.id);
     assert.is(rec.status, "connected");
     const moves = rec.events.filter((e: { action: string }) => e.action === "failover").map((e: any) => [e.detail.fromNodeId, e.detail.toNodeId, e.detail.reason]);
@@ -140,7 +126,7 @@ t("both pages move to another node when theirs is killed, then when the next dra
     }
   } catch (err) {
     console.log(logs.slice(-30).join("\n"));
-    console.log(stack.output().slice(-40).join("\n"));
+    console.log(env.stack.output().slice(-40).join("\n"));
     throw err;
   } finally {
     await a.close().catch(() => undefined);

@@ -2,8 +2,9 @@
 // camera/microphone, two terminals of one consultation, and page helpers.
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import { suite, type Test } from "uvu";
 import { chromium, type Browser, type Page } from "playwright-core";
-import { ROOT } from "../../scripts/stack.ts";
+import { ROOT, startStack, type Stack, type StackOptions } from "../../scripts/stack.ts";
 import { ClinicClient, type CreatedConsultation } from "../support/clinic-client.ts";
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
@@ -75,15 +76,24 @@ export async function openAndJoin(page: Page, url: string): Promise<void> {
   await page.click("#join-btn");
 }
 
-/** Samples the pixels of a PNG screenshot region: variance of luma (blank ≈ 0). */
-export async function lumaVariance(page: Page, selector: string): Promise<number> {
-  return page.evaluate(async (sel) => {
-    const el = document.querySelector(sel) as HTMLCanvasElement;
-    const c = document.createElement("canvas");
-    c.width = 160;
-    c.height = 90;
+/** Luma variance of what an element shows (blank ≈ 0). */
+export function lumaVariance(page: Page, selector: string): Promise<number> {
+  return imageVariance(page, { selector });
+}
+
+/** Luma variance of a PNG image (decoded by the browser itself, so no image library is needed). */
+export function pngVariance(page: Page, png: Buffer): Promise<number> {
+  return imageVariance(page, { png: png.toString("base64") });
+}
+
+function imageVariance(page: Page, from: { selector?: string; png?: string }): Promise<number> {
+  return page.evaluate(async ({ selector, png }) => {
+    const source: CanvasImageSource = png
+      ? await createImageBitmap(new Blob([Uint8Array.from(atob(png), (ch) => ch.charCodeAt(0))], { type: "image/png" }))
+      : (document.querySelector(selector!) as HTMLCanvasElement);
+    const c = new OffscreenCanvas(160, 90);
     const g = c.getContext("2d")!;
-    g.drawImage(el, 0, 0, 160, 90);
+    g.drawImage(source, 0, 0, 160, 90);
     const d = g.getImageData(0, 0, 160, 90).data;
     let s = 0, s2 = 0;
     const n = d.length / 4;
@@ -93,7 +103,7 @@ export async function lumaVariance(page: Page, selector: string): Promise<number
       s2 += y * y;
     }
     return s2 / n - (s / n) ** 2;
-  }, selector);
+  }, from);
 }
 
 export async function ensureArtifacts(): Promise<string> {
@@ -103,27 +113,25 @@ export async function ensureArtifacts(): Promise<string> {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Luma variance of a PNG image (decoded by the browser itself, so no image library is needed). */
-export async function pngVariance(page: Page, png: Buffer): Promise<number> {
-  return page.evaluate(async (b64) => {
-    const bytes = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
-    const bmp = await createImageBitmap(new Blob([bytes], { type: "image/png" }));
-    const c = new OffscreenCanvas(320, 200);
-    const g = c.getContext("2d")!;
-    g.drawImage(bmp, 0, 0, 320, 200);
-    const d = g.getImageData(0, 0, 320, 200).data;
-    let s = 0, s2 = 0;
-    const n = d.length / 4;
-    for (let i = 0; i < d.length; i += 4) {
-      const y = 0.299 * d[i]! + 0.587 * d[i + 1]! + 0.114 * d[i + 2]!;
-      s += y;
-      s2 += y * y;
-    }
-    return s2 / n - (s / n) ** 2;
-  }, png.toString("base64"));
-}
-
 /** Stack output is printed only when HZ_LOG=1 (it is noisy); failures still show the tail. */
 export function stackLog(source: string, line: string): void {
   if (process.env.HZ_LOG) console.log(`${source.padEnd(7)} │ ${line}`);
+}
+
+/**
+ * A browser test suite over its own stack and one Chromium: `env.stack` and `env.browser` are
+ * set before the first test and torn down after the last.
+ */
+export function browserSuite(name: string, opts: { stack?: StackOptions; chromiumArgs?: string[] } = {}): { t: Test; env: { stack: Stack; browser: Browser } } {
+  const t = suite(name);
+  const env = {} as { stack: Stack; browser: Browser };
+  t.before(async () => {
+    env.stack = await startStack({ log: stackLog, ...opts.stack });
+    env.browser = await launchChromium(opts.chromiumArgs);
+  });
+  t.after(async () => {
+    await env.browser?.close().catch(() => undefined);
+    await env.stack?.stop();
+  });
+  return { t, env };
 }
