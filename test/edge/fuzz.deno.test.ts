@@ -4,44 +4,11 @@
 // 500, a crash or a hang.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mutate, prng, randomBytesFrom } from "../support/prng.ts";
+import { mangle, mutate, prng, randomBytesFrom, randomValue } from "../support/prng.ts";
 import { ADMIN, makeEdge } from "./harness.ts";
 
 const PER_ENDPOINT = 250;
 const ALLOWED = new Set([200, 201, 400, 401, 403, 404, 409, 410, 413, 415, 429, 503]);
-
-type Rand = () => number;
-
-function randomValue(rand: Rand, depth = 0): unknown {
-  switch (Math.floor(rand() * (depth > 2 ? 7 : 9))) {
-    case 0: return null;
-    case 1: return rand() < 0.5;
-    case 2: return [0, -1, 1e308, -1e-9, 2 ** 53 + 1, 0.5, 31, 1e15][Math.floor(rand() * 8)];
-    case 3: return "";
-    case 4: return "x".repeat(Math.floor(rand() * 5000));
-    case 5: return ["\u0000", "\ud800", "'; DROP TABLE consultations; --", "../../etc/passwd", "%00", "💉", "<script>"][Math.floor(rand() * 7)];
-    case 6: return "2026-02-30T25:61:00Z";
-    case 7: return Array.from({ length: Math.floor(rand() * 4) }, () => randomValue(rand, depth + 1));
-    default: return Object.fromEntries(Array.from({ length: Math.floor(rand() * 4) }, (_, i) => [["id", "name", "__proto__", "constructor", `k${i}`][Math.floor(rand() * 5)]!, randomValue(rand, depth + 1)]));
-  }
-}
-
-/** Replaces, drops or adds one field somewhere in a copy of `value`. */
-function mangle(rand: Rand, value: unknown): unknown {
-  if (value === null || typeof value !== "object") return rand() < 0.7 ? randomValue(rand) : value;
-  const copy: any = Array.isArray(value) ? [...value] : { ...(value as object) };
-  const keys = Object.keys(copy);
-  const r = rand();
-  if (keys.length && r < 0.45) {
-    const k = keys[Math.floor(rand() * keys.length)]!;
-    copy[k] = rand() < 0.5 ? mangle(rand, copy[k]) : randomValue(rand);
-  } else if (keys.length && r < 0.7) {
-    delete copy[keys[Math.floor(rand() * keys.length)]!];
-  } else {
-    copy[`extra${Math.floor(rand() * 3)}`] = randomValue(rand);
-  }
-  return copy;
-}
 
 test("fuzzed requests to every JSON endpoint are answered with 4xx/2xx and the error shape", async () => {
   const e = await makeEdge();
