@@ -11,29 +11,8 @@ import { loadKeySet } from "../../src/token/keys.ts";
 import { signConsultationToken } from "../../src/token/sign.ts";
 import { nodeAudience, type ConsultationClaims } from "../../src/token/claims.ts";
 import { Track } from "../../src/protocol/media.ts";
+import { once, payload, sleep } from "../media/support.ts";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function once<T = unknown>(session: TerminalSession, event: string, timeoutMs = 10_000): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${event} within ${timeoutMs} ms`)), timeoutMs);
-    (session as any).on(event, (v: T) => {
-      clearTimeout(timer);
-      resolve(v);
-    });
-  });
-}
-
-/** Deterministic payload: a frame's bytes tell which frame it is, so corruption shows. */
-function payload(track: number, index: number, size: number): Uint8Array {
-  const out = new Uint8Array(size);
-  let x = (track * 7919 + index * 104729 + 1) >>> 0;
-  for (let i = 0; i < size; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    out[i] = x >>> 24;
-  }
-  return out;
-}
 
 function videoSize(i: number): number {
   return i % 30 === 0 ? 24_000 : 600 + ((i * 977) % 9000); // keyframes span ~20 datagrams
@@ -108,9 +87,9 @@ for (const runtime of ["workerd", "deno"] as EdgeRuntime[]) {
 
   t("both terminals join and each gets connection-success; the edge records it", async () => {
     a = await join(created, "requester");
-    const aConnected = once<unknown[]>(a, "connected");
+    const aConnected = once<unknown[]>(a, "connected", 10_000);
     b = await join(created, "consultant");
-    const bConnected = once<unknown[]>(b, "connected");
+    const bConnected = once<unknown[]>(b, "connected", 10_000);
     const [ma, mb] = await Promise.all([aConnected, bConnected]);
     assert.is((ma as any[]).length, 2);
     assert.is((mb as any[]).length, 2);
@@ -183,8 +162,8 @@ for (const runtime of ["workerd", "deno"] as EdgeRuntime[]) {
   });
 
   t("ending the consultation closes both sessions and the token cannot rejoin", async () => {
-    const endedA = once(a!, "ended");
-    const endedB = once(b!, "ended");
+    const endedA = once(a!, "ended", 10_000);
+    const endedB = once(b!, "ended", 10_000);
     const r = await clinic.endConsultation(created.id);
     assert.is(r.status, 200);
     assert.is(await endedA, "consultationEnded");
