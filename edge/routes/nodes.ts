@@ -18,6 +18,7 @@ const heartbeatBody = obj({
   url: url(/^https:\/\/\S+$/),
   apiUrl: url(/^https?:\/\/\S+$/),
   certHashes: arr(str({ max: 128 }), { max: 8 }),
+  fallbackUrl: optional(url(/^https:\/\/\S+$/)),
   capacity: obj({ maxSessions: count, maxGroups: count, maxKbpsOut: count }, lenient),
   load: obj({
     sessions: count,
@@ -59,6 +60,7 @@ export function nodeRoutes(app: Hono<AppEnv>, deps: EdgeDeps) {
       url: b.url,
       api_url: b.apiUrl,
       cert_hashes: JSON.stringify(b.certHashes),
+      fallback_url: b.fallbackUrl ?? null,
       capacity: JSON.stringify(b.capacity),
       load: JSON.stringify(b.load),
       draining: b.draining ? 1 : 0,
@@ -109,7 +111,7 @@ export function nodeRoutes(app: Hono<AppEnv>, deps: EdgeDeps) {
   });
 
   // What a node re-checks on its timer, in case a revocation call did not reach it: groups it
-  // hosts that ended and tokens of its groups that were revoked, since a time.
+  // hosts (whole, or a cascade's leg) that ended and tokens of those groups revoked, since a time.
   app.get("/v1/nodes/:nodeId/revocations", async (c) => {
     const nodeId = c.req.param("nodeId");
     await authNode(deps, c, nodeId);
@@ -117,10 +119,12 @@ export function nodeRoutes(app: Hono<AppEnv>, deps: EdgeDeps) {
     const since = Number(sinceRaw);
     if (!Number.isSafeInteger(since) || since < 0) throw badRequest("since", "since must be unix ms");
     const now = deps.clock.now();
+    // A cascade's second node carries terminals of the consultation too (consultation_legs).
+    const legsHere = store.db.selectFrom("consultation_legs").select("consultation_id").where("node_id", "=", nodeId);
     const ended = await store.db
       .selectFrom("consultations")
       .select(["group_id", "ended_at"])
-      .where("node_id", "=", nodeId)
+      .where((eb) => eb.or([eb("node_id", "=", nodeId), eb("id", "in", legsHere)]))
       .where("ended_at", ">=", since)
       .orderBy("ended_at")
       .limit(1000)
@@ -129,7 +133,7 @@ export function nodeRoutes(app: Hono<AppEnv>, deps: EdgeDeps) {
       .selectFrom("tokens")
       .innerJoin("consultations", "consultations.id", "tokens.consultation_id")
       .select(["tokens.jti", "tokens.terminal_id", "tokens.revoked_at", "consultations.group_id"])
-      .where("consultations.node_id", "=", nodeId)
+      .where((eb) => eb.or([eb("consultations.node_id", "=", nodeId), eb("consultations.id", "in", legsHere)]))
       .where("tokens.revoked_at", ">=", since)
       .orderBy("tokens.revoked_at")
       .limit(1000)

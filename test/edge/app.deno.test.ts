@@ -143,6 +143,19 @@ t("a node re-checks revocations of its own groups since a time", async () => {
   const other = await e.call("GET", `/v1/nodes/node-b/revocations?since=0`, e.nodeSecrets["node-b"]);
   assert.equal([other.body.groups, other.body.tokens], [[], []], "a node sees only its own groups");
   assert.is((await e.call("GET", `/v1/nodes/node-a/revocations`, e.nodeSecrets["node-b"])).status, 401);
+
+  // A cascade: the consultant of `two` sits on node-b (a leg), so node-b re-checks `two` too.
+  await e.base.db.insertInto("consultation_legs").values({
+    consultation_id: two.id, clinic_id: e.clinic.id, terminal_id: e.consultant.id, node_id: "node-b",
+    node_url: "https://node-b.test:4433/v1/session", node_api_url: "http://node-b.test:4434", cert_hashes: "[]",
+  }).execute();
+  const leg = await e.call("GET", `/v1/nodes/node-b/revocations?since=${since}`, e.nodeSecrets["node-b"]);
+  assert.equal(leg.body.tokens.map((t: { jti: string }) => t.jti), [jti], "the leg's node learns of the revoked token");
+  assert.equal(leg.body.groups, []);
+  e.clock.t += 1000;
+  assert.is((await e.call("POST", `/v1/consultations/${two.id}/end`, e.clinic.apiKey)).status, 200);
+  const legEnded = await e.call("GET", `/v1/nodes/node-b/revocations?since=${e.clock.now()}`, e.nodeSecrets["node-b"]);
+  assert.equal(legEnded.body.groups.map((g: { groupId: string }) => g.groupId), [two.group.id], "and of the end");
 });
 
 t("a patient ciphertext moved to another record does not open there (AAD binds clinic and record)", async () => {
