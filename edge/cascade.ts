@@ -92,11 +92,12 @@ export async function nodeOfTerminal(deps: EdgeDeps, cons: Pick<ConsultationTabl
   const leg = await deps.store.db.selectFrom("consultation_legs").selectAll()
     .where("consultation_id", "=", cons.id).where("clinic_id", "=", cons.clinic_id).where("terminal_id", "=", terminalId).executeTakeFirst();
   const id = leg?.node_id ?? cons.node_id;
-  const live = await deps.store.db.selectFrom("nodes").select(["url", "api_url", "cert_hashes"]).where("id", "=", id).executeTakeFirst();
+  const live = await deps.store.db.selectFrom("nodes").select(["url", "api_url", "cert_hashes", "fallback_url"]).where("id", "=", id).executeTakeFirst();
   return {
     id,
     url: live?.url ?? leg?.node_url ?? cons.node_url,
     apiUrl: live?.api_url ?? leg?.node_api_url ?? cons.node_api_url,
     certHashes: JSON.parse(live?.cert_hashes ?? leg?.cert_hashes ?? cons.cert_hashes) as string[],
+    ...(live?.fallback_url ? { fallbackUrl: live.fallback_url } : {}),
   };
 }

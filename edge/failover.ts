@@ -11,7 +11,7 @@ import type { GroupAttributes, Role } from "../src/types.ts";
 import { auditQuery } from "./audit.ts";
 import type { EdgeDeps } from "./context.ts";
 import { ApiError, unavailable } from "./errors.ts";
-import { placeGroup } from "./placement.ts";
+import { placeGroup, placementOf } from "./placement.ts";
 import { nodeRef } from "./records.ts";
 import { legsOf, nodeOfTerminal } from "./cascade.ts";
 import { iso } from "./secrets.ts";
@@ -158,7 +158,7 @@ export async function replacePlacement(deps: EdgeDeps, token: string, req: Repla
     consultationId: cons.id,
     groupId: cons.group_id,
     moved,
-    node: { id: its.id, url: its.url, certHashes: its.certHashes },
+    node: placementOf(its),
     token: issued.token,
     expiresAt: iso(issued.expiresAt),
   };

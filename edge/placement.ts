@@ -1,6 +1,6 @@
 // Choosing and reserving a media node for a new group: rank the live nodes with the shared
 // policy (src/routing.ts), then ask each in turn until one takes the group.
-import type { MediaNodeInfo, PathMeasurement } from "../src/types.ts";
+import type { MediaNodeInfo, NodePlacement, PathMeasurement } from "../src/types.ts";
 import { rankNodes } from "../src/routing.ts";
 import type { EdgeDeps } from "./context.ts";
 import type { GroupRequest } from "./node-api.ts";
@@ -18,6 +18,11 @@ export interface PlacementResult {
   refusals: { nodeId: string; reason: string }[];
 }
 
+/** A node as terminals get it (join info, a move's answer): never its control API. */
+export function placementOf(n: NodePlacement): NodePlacement {
+  return { id: n.id, url: n.url, certHashes: n.certHashes, ...(n.fallbackUrl ? { fallbackUrl: n.fallbackUrl } : {}) };
+}
+
 export async function liveNodes(deps: EdgeDeps): Promise<MediaNodeInfo[]> {
   const now = deps.clock.now();
   const rows = await deps.store.db.selectFrom("nodes").selectAll().where("last_seen_at", ">=", now - deps.config.staleNodeMs).execute();
@@ -27,6 +32,7 @@ export async function liveNodes(deps: EdgeDeps): Promise<MediaNodeInfo[]> {
     url: n.url,
     apiUrl: n.api_url,
     certHashes: JSON.parse(n.cert_hashes) as string[],
+    ...(n.fallback_url ? { fallbackUrl: n.fallback_url } : {}),
     capacity: JSON.parse(n.capacity) as MediaNodeInfo["capacity"],
     load: JSON.parse(n.load) as MediaNodeInfo["load"],
     lastSeenAt: n.last_seen_at,

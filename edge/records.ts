@@ -18,11 +18,12 @@ export function joinUrl(deps: EdgeDeps, token: string): string {
 
 export async function currentNode(deps: EdgeDeps, row: Pick<ConsultationTable, "node_id" | "node_url" | "cert_hashes">) {
   // Certificates renew; the registry has the node's latest hashes.
-  const live = await deps.store.db.selectFrom("nodes").select(["url", "cert_hashes"]).where("id", "=", row.node_id).executeTakeFirst();
+  const live = await deps.store.db.selectFrom("nodes").select(["url", "cert_hashes", "fallback_url"]).where("id", "=", row.node_id).executeTakeFirst();
   return {
     id: row.node_id,
     url: live?.url ?? row.node_url,
     certHashes: JSON.parse(live?.cert_hashes ?? row.cert_hashes) as string[],
+    ...(live?.fallback_url ? { fallbackUrl: live.fallback_url } : {}),
   };
 }
 

@@ -23,7 +23,20 @@ export const CONFIG_FIELDS = {
   maxKbpsOut: "MAX_KBPS_OUT",
   heartbeatMs: "MEDIA_HEARTBEAT_MS",
   pingIntervalMs: "MEDIA_PING_INTERVAL_MS",
+  // The node's own state: the journal of events not yet delivered to the edge (media/journal.ts).
+  stateDir: "MEDIA_STATE_DIR",
+  // The TCP fallback (WebTransport over WebSocket / HTTP-2, media/transport/fallback.ts).
+  fallback: "MEDIA_FALLBACK",
+  fallbackHost: "MEDIA_FALLBACK_HOST",
+  fallbackPort: "MEDIA_FALLBACK_PORT",
+  fallbackPublicUrl: "MEDIA_FALLBACK_PUBLIC_URL",
+  fallbackTlsCertFile: "MEDIA_FALLBACK_TLS_CERT_FILE",
+  fallbackTlsKeyFile: "MEDIA_FALLBACK_TLS_KEY_FILE",
+  fallbackTlsReloadMs: "MEDIA_FALLBACK_TLS_RELOAD_MS",
 } as const;
+
+/** Fields that are a switch: JSON `true`/`false` stand for the variable's `on`/`off`. */
+const SWITCHES: ReadonlySet<string> = new Set(["fallback"]);
 
 export class ConfigFileError extends Error {
   override name = "ConfigFileError";
@@ -37,7 +50,11 @@ export function configFileEnv(json: unknown): Record<string, string> {
     if (k === "$comment") continue;
     const name = (CONFIG_FIELDS as Record<string, string>)[k];
     if (!name) throw new ConfigFileError(`unknown field "${k}" (known: ${Object.keys(CONFIG_FIELDS).join(", ")})`);
-    if (typeof v !== "string" && typeof v !== "number") throw new ConfigFileError(`field "${k}" must be a string or a number`);
+    if (typeof v === "boolean" && SWITCHES.has(k)) {
+      out[name] = v ? "on" : "off";
+      continue;
+    }
+    if (typeof v !== "string" && typeof v !== "number") throw new ConfigFileError(`field "${k}" must be a string or a number${SWITCHES.has(k) ? " (or true/false)" : ""}`);
     out[name] = String(v);
   }
   return out;

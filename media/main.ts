@@ -3,12 +3,21 @@
 import { ConfigError, configFromEnv, consoleLogger, MediaNode } from "./node.ts";
 import { denoApi } from "./transport/deno.ts";
 import { ConfigFileError, configFileEnv } from "./config-file.ts";
+import { isFallbackPackageError } from "./transport/fallback.ts";
 
 const Deno = denoApi();
 // A disconnect can surface as an unhandled rejection inside Deno's WebTransport: log, keep serving.
 globalThis.addEventListener("unhandledrejection", (e) => {
   e.preventDefault();
   console.log(`${new Date().toISOString()} unhandled rejection (ignored): ${(e.reason as Error)?.name ?? typeof e.reason}`);
+});
+
+// The TCP fallback's package can throw from its own event handlers when a client goes away:
+// one terminal's disconnect must not stop the node.
+globalThis.addEventListener("error", (e) => {
+  if (!isFallbackPackageError(e.error)) return;
+  e.preventDefault();
+  console.log(`${new Date().toISOString()} fallback transport error (ignored): ${(e.error as Error)?.message?.slice(0, 120)}`);
 });
 
 async function loadConfig() {
@@ -25,7 +34,12 @@ async function loadConfig() {
 }
 const config = await loadConfig();
 
-const node = await MediaNode.start(config, { log: consoleLogger(config.nodeId) });
+const node = await MediaNode.start(config, { log: consoleLogger(config.nodeId) }).catch((err) => {
+  // A port already taken is the operator's to fix: say which, without a stack.
+  if (!(err instanceof ConfigError)) throw err;
+  console.error(`configuration: ${err.message}`);
+  return Deno.exit(2);
+});
 let stopping = false;
 const stop = async () => {
   if (stopping) return;

@@ -5,7 +5,7 @@ import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { build } from "esbuild";
+import { build, type Plugin } from "esbuild";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CLIENT = join(ROOT, "client");
@@ -16,6 +16,25 @@ const ENTRIES: Record<string, string> = {
   "sdk/index.ts": "sdk/huizhen.js",
   "page/join.ts": "assets/join.js",
   "page/demo.ts": "assets/demo.js",
+};
+
+/**
+ * `@fails-components/webtransport`'s browser module opens a native WebTransport session to
+ * `https://example.com:23333/test` when it loads, to learn whether `serverCertificateHashes` is
+ * supported (only its `WebTransportPolyfill` uses the answer; the SDK uses the ponyfill). A
+ * consultation page must not reach out anywhere but the edge and the node: the probe is cut out
+ * at build time, and the build fails if the package changes so that the cut no longer applies.
+ */
+const PONYFILL_PROBE = "if (globalThis.WebTransport) {\n  webtransportSupported = true";
+export const noOutboundProbe: Plugin = {
+  name: "no-outbound-probe",
+  setup(b) {
+    b.onLoad({ filter: /@fails-components[\\/]webtransport[\\/]lib[\\/]webtransport\.browser\.js$/ }, async (args) => {
+      const src = (await readFile(args.path, "utf8")).replace(/\r\n/g, "\n");
+      if (!src.includes(PONYFILL_PROBE)) throw new Error(`build-client: ${args.path} changed; re-check its load-time network probe`);
+      return { contents: src.replace(PONYFILL_PROBE, "if (false) {\n  webtransportSupported = true"), loader: "js" };
+    });
+  },
 };
 
 /** Static files copied as is from client/page/ (HTML, CSS, icons). */
@@ -46,7 +65,11 @@ export async function buildClient(): Promise<void> {
     logLevel: "warning",
     // The SDK must not pull Node-only code into the page.
     define: { "process.env.NODE_ENV": '"production"' },
+    plugins: [noOutboundProbe],
   });
+  for (const f of result.outputFiles) {
+    if (f.text.includes("example.com")) throw new Error(`build-client: ${f.path} still names example.com (an outbound request)`);
+  }
 
   const written = new Set<string>();
   for (const f of result.outputFiles) {

@@ -62,6 +62,14 @@ console.log("On the edge, add this entry to NODE_CREDENTIALS (public key only):"
 console.log(`  ${JSON.stringify({ [id]: key.publicJwk })}`);
 if (credFile) console.log(`  merged into ${credFile}; deploy it with: npx wrangler secret put NODE_CREDENTIALS < ${credFile}`);
 else console.log("  e.g. npx wrangler secret put NODE_CREDENTIALS  (paste the whole map, this entry included)");
+// The fallback is on unless the file turns it off; browsers reach it over a WebSocket, which
+// cannot pin the self-made certificate's hash.
+const fallbackOn = !(cfg.fallback === false || String(cfg.fallback ?? "on").toLowerCase() === "off");
+if (fallbackOn && !cfg.fallbackTlsCertFile && !cfg.tlsCertFile) {
+  console.log("");
+  console.log(`TCP fallback: on (port ${String(cfg.fallbackPort ?? cfg.mediaPort ?? 4433)}) with the node's self-made certificate, which browsers refuse`);
+  console.log("  over WebSocket: set fallbackTlsCertFile/fallbackTlsKeyFile to a CA-signed pair for fallbackPublicUrl's host, or \"fallback\": \"off\".");
+}
 console.log("");
 console.log("Start the node with:");
 console.log(`  npm run media -- ${out}`);

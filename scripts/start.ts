@@ -4,6 +4,7 @@ import { existsSync } from "node:fs";
 import { isSigningSecret } from "../src/node-credential.ts";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { connect as tlsConnect } from "node:tls";
 import {
   ROOT, ensureClinic, generateEdgeSecrets, newSigningNodeCredential, nodeCredentialsJson, startEdge, startMediaNode,
   waitForNodeRegistered, type EdgeSecrets, type NodeCredential,
@@ -24,10 +25,26 @@ const STATE_FILE = join(STATE_DIR, "local.json");
 const EDGE_PORT = Number(process.env.EDGE_PORT ?? 8787);
 const MEDIA_PORT = Number(process.env.MEDIA_PORT ?? 4433);
 const MEDIA_API_PORT = Number(process.env.MEDIA_API_PORT ?? MEDIA_PORT + 1);
+// The node's TCP fallback (WebTransport over WebSocket) is on unless MEDIA_FALLBACK=off; by
+// default on TCP with the QUIC port's number. The node reads these same variables itself.
+const FALLBACK_ON = (process.env.MEDIA_FALLBACK ?? "on").toLowerCase() !== "off";
+const FALLBACK_PORT = Number(process.env.MEDIA_FALLBACK_PORT || MEDIA_PORT);
 
 const COLORS: Record<string, string> = { edge: "36", "node-1": "35", huizhen: "32" };
+/** Sources inside the fallback package's "cannot load the HTTP/3 transport" stack trace. */
+const inHttp3Trace = new Set<string>();
 function log(source: string, line: string) {
   const tag = process.stdout.isTTY ? `\x1b[${COLORS[source] ?? "33"}m${source.padEnd(7)}\x1b[0m` : source.padEnd(7);
+  // The fallback's package looks for its native HTTP/3 part, which is not installed (only its
+  // HTTP/2 / WebSocket part is used): one line instead of two stack traces.
+  if (inHttp3Trace.has(source)) {
+    if (/^\s/.test(line)) return;
+    inHttp3Trace.delete(source);
+    if (line === "}") return;
+  }
+  if (line.startsWith("http3 loader: ")) return void inHttp3Trace.add(source);
+  if (line.startsWith("Did you install @fails-components/webtransport-transport-http3-quiche")) return;
+  if (line === "Problem loading http3-quiche transport") line = "TCP fallback: the package's HTTP/3 part is not installed (not needed: only its WebSocket/HTTP-2 part is used)";
   // wrangler prints its own banners and blank frames; keep the log readable.
   if (/^[\s─╭╮╰╯│⎔]*$/.test(line)) return;
   // wrangler repeats every request the edge already logs; node reports every few seconds are
@@ -62,6 +79,46 @@ async function loadState(): Promise<LocalState> {
 async function saveState(state: LocalState) {
   await writeFile(STATE_FILE, JSON.stringify(state, null, 2), { mode: 0o600 });
   await chmod(STATE_FILE, 0o600);
+}
+
+interface FallbackCheck {
+  /** The certificate is the node's self-made one (its hash is among the published ones). */
+  selfMade: boolean;
+  /** This machine's CAs (or NODE_EXTRA_CA_CERTS) accept it for 127.0.0.1. */
+  trusted: boolean;
+}
+
+/** One TLS handshake to the fallback: is it up, and which kind of certificate does it show. */
+function checkFallback(port: number, certHashes: string[]): Promise<FallbackCheck | undefined> {
+  return new Promise((resolve) => {
+    const s = tlsConnect({ host: "127.0.0.1", port, rejectUnauthorized: false, ALPNProtocols: ["h2", "http/1.1"], timeout: 3000 }, () => {
+      const fp = s.getPeerCertificate()?.fingerprint256 ?? "";
+      const hash = Buffer.from(fp.replaceAll(":", ""), "hex").toString("base64");
+      resolve({ selfMade: certHashes.includes(hash), trusted: s.authorized });
+      s.destroy();
+    });
+    s.on("timeout", () => { s.destroy(); resolve(undefined); });
+    s.on("error", () => resolve(undefined));
+  });
+}
+
+/** Lines saying where the fallback listens and how a developer's browser gets to trust it. */
+async function fallbackLines(certHashes: string[]): Promise<string[]> {
+  if (!FALLBACK_ON) return ["TCP fallback   off (MEDIA_FALLBACK=off)"];
+  const url = process.env.MEDIA_FALLBACK_PUBLIC_URL || `https://127.0.0.1:${FALLBACK_PORT}/v1/session`;
+  const check = await checkFallback(FALLBACK_PORT, certHashes);
+  if (!check) return [`TCP fallback   not answering on TCP ${FALLBACK_PORT} (see the node-1 lines above)`];
+  const head = `TCP fallback   ${url}  (TCP ${FALLBACK_PORT}, WebTransport over WebSocket, for networks that block UDP)`;
+  if (check.trusted) return [head, "               its certificate chains to a CA Node trusts (bundled or NODE_EXTRA_CA_CERTS); the browser must trust that CA too"];
+  if (!check.selfMade) {
+    return [head, "               certificate from MEDIA_FALLBACK_TLS_CERT_FILE (re-read every minute): the browser must trust its CA (README, local system)"];
+  }
+  return [
+    head,
+    "               it shows the node's self-made certificate, which a browser's WebSocket cannot pin by hash: to try it,",
+    "               start a throwaway Chromium with --ignore-certificate-errors --user-data-dir=$(mktemp -d), or set",
+    "               MEDIA_FALLBACK_TLS_CERT_FILE/MEDIA_FALLBACK_TLS_KEY_FILE to a pair from a local CA your browser trusts (README)",
+  ];
 }
 
 async function main() {
@@ -114,6 +171,7 @@ async function main() {
   log("huizhen", "");
   log("huizhen", `edge API       ${edge.url}/v1   (docs/api.md)`);
   log("huizhen", `media node     ${node.url}  (UDP ${MEDIA_PORT}, control ${node.apiUrl})`);
+  for (const line of await fallbackLines(node.certHashes)) log("huizhen", line);
   if (demo) {
     log("huizhen", `demo           ${demo.demoUrl}`);
     log("huizhen", "               opens both join links of a fresh demo consultation (valid 10 min; `npm run demo` makes another)");

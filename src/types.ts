@@ -49,6 +49,8 @@ export interface MediaNodeInfo {
   apiUrl: string;
   /** SHA-256 hashes (base64) of the node's self-signed certificates, for serverCertificateHashes. */
   certHashes: string[];
+  /** WebTransport-over-WebSocket URL on TCP for networks that block UDP (CA-signed certificate). */
+  fallbackUrl?: string;
   capacity: NodeCapacity;
   load: NodeLoad;
   /** Unix ms of the last heartbeat. */
@@ -74,6 +76,15 @@ export interface NodeLoad {
   loopLagMs: number;
   /** Datagram loss the node observed from its terminals, 0..1. */
   lossRate: number;
+}
+
+/** Where a terminal joins: the node, its URLs and certificate hashes (GET /v1/join `node`, a move's answer). */
+export interface NodePlacement {
+  id: string;
+  url: string;
+  certHashes: string[];
+  /** The node's TCP fallback, when it serves one (the SDK's connectivity ladder). */
+  fallbackUrl?: string;
 }
 
 /** What a terminal measured towards a node before joining. */

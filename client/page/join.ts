@@ -4,7 +4,9 @@
 // /v1/join and the media node.
 import { digestHex, HuizhenCall, type CallStats, type Quality } from "../sdk/call.ts";
 import { HuizhenError, messageFor } from "../sdk/errors.ts";
-import { fetchJoinInfo, measurePaths, missingFeatures, openLocalMedia, probeNode, type JoinInfo, type PathMeasurement } from "../sdk/prejoin.ts";
+import { fetchJoinInfo, measurePaths, missingFeatures, networkReadiness, openLocalMedia, type JoinInfo, type PathMeasurement, type ReadinessReport } from "../sdk/prejoin.ts";
+import { Connector, type OpenedTransport, type Rung } from "../sdk/connect.ts";
+import { WebSocketTransport } from "../sdk/fallback-transport.ts";
 
 type State = "loading" | "check" | "joining" | "waiting" | "call" | "reconnecting" | "ended" | "error";
 
@@ -31,6 +33,10 @@ interface Hooks {
   /** The media node the call is on (changes when it moves). */
   nodeId?: string;
   framesDecoded(): number;
+  /** The connectivity ladder's rung of the current session (changes when the call moves). */
+  transport?: { rung: Rung; url: string; ms: number; quicError?: string; badge: string };
+  /** The pre-join network readiness report. */
+  readiness?: ReadinessReport;
 }
 
 const hooks: Hooks = {
@@ -222,16 +228,39 @@ async function openMedia() {
 
 async function networkCheck(i: JoinInfo) {
   check("chk-network", "wait", "Connection to the media server", "checking…");
-  const r = await probeNode(i.node.url, i.node.certHashes);
-  record("network-check", r);
-  if (r.ok) {
+  const r = await networkReadiness(i);
+  hooks.readiness = r;
+  record("network-check", { best: r.best, rungs: r.rungs });
+  $("readiness-report").textContent = r.text;
+  $("readiness").hidden = false;
+  $("readiness-copy").onclick = (e) => {
+    e.preventDefault();
+    void navigator.clipboard?.writeText(r.text).then(() => toast("Network report copied."), () => toast("Select the report and copy it."));
+  };
+  const path = r.rttMs !== undefined ? `; round trip ${Math.round(r.rttMs)} ms, jitter ${r.jitterMs!.toFixed(1)} ms, loss ${(r.loss! * 100).toFixed(1)}%` : "";
+  if (r.best === "quic-datagrams") {
+    // The candidates too: their numbers go with a move to another node.
     measurements = await measurePaths(i).catch(() => []);
     record("path-measurements", measurements);
-    const m = measurements.find((x) => x.nodeId === i.node.id);
-    const path = m && m.loss < 1 ? `; round trip ${Math.round(m.rttMs)} ms, jitter ${m.jitterMs.toFixed(1)} ms, loss ${(m.loss * 100).toFixed(1)}%` : "";
-    check("chk-network", "ok", "Connection to the media server", `reached in ${Math.round(r.handshakeMs!)} ms${path}`);
-  } else check("chk-network", "fail", "Connection to the media server", "not reachable — UDP may be blocked on this network");
-  return r.ok;
+    check("chk-network", "ok", "Connection to the media server", `reached over QUIC in ${Math.round(r.rungs.quicDatagrams.handshakeMs ?? 0)} ms${path}`);
+  } else if (r.best === "websocket") {
+    check("chk-network", "warn", "Connection to the media server", `UDP is blocked here: the call will use the TCP fallback${path}. See the network report below.`);
+    $<HTMLDetailsElement>("readiness").open = true;
+  } else {
+    check("chk-network", "fail", "Connection to the media server", "not reachable from this network — see the network report below");
+    $<HTMLDetailsElement>("readiness").open = true;
+  }
+  return r.best !== "none";
+}
+
+function showTransport(o: OpenedTransport) {
+  const badge = o.rung === "websocket" ? `Connected over TCP fallback (UDP blocked)` : "Connected over QUIC";
+  hooks.transport = { rung: o.rung, url: o.url, ms: Math.round(o.ms), ...(o.quicError ? { quicError: o.quicError } : {}), badge };
+  record("transport", { rung: o.rung, ms: Math.round(o.ms) });
+  const el = $("transport-badge");
+  el.textContent = o.rung === "websocket" ? "Connected over TCP fallback (UDP blocked)" : "";
+  el.title = o.rung === "websocket" ? `QUIC could not be used (${o.quicError ?? "blocked"}); media runs over a WebSocket on TCP.` : "";
+  el.hidden = o.rung !== "websocket";
 }
 
 async function main() {
@@ -288,6 +317,7 @@ async function join() {
   btn.disabled = true;
   btn.textContent = "Joining…";
   setState("joining");
+  const r = hooks.readiness;
   // Created inside the click so the browser lets it play sound.
   const audioContext = new AudioContext({ latencyHint: "interactive", sampleRate: 48000 });
   void audioContext.resume();
@@ -302,6 +332,15 @@ async function join() {
       audioContext,
       codec: params.get("codec") ?? undefined,
       cpuAdaptation: params.get("adapt") !== "0",
+      fallbackUrl: info.node.fallbackUrl,
+      connector: new Connector({
+        fallback: WebSocketTransport,
+        // QUIC opened but its datagrams never came back: media would not reach us over it.
+        skipQuic: !!r && r.rungs.quicStreams.ok && !r.rungs.quicDatagrams.ok,
+        // The check just found QUIC blocked: still try it, but race the fallback from the start.
+        ...(r && !r.rungs.quicStreams.ok && r.rungs.websocket.ok ? { headStartMs: 0 } : {}),
+        onOpened: showTransport,
+      }),
       failover: {
         consultationId: info.consultationId,
         nodeId: info.node.id,

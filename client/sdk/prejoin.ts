@@ -4,6 +4,20 @@ import { fromBase64 } from "../../src/bytes.ts";
 import { probeNodes, probeUrlOf, type PathMeasurementReport, type ProbeOptions } from "../../src/terminal/probe.ts";
 import { HuizhenError, reasonOfEdgeCode } from "./errors.ts";
 import { videoConstraints } from "./call.ts";
+import type { NodePlacement } from "../../src/types.ts";
+import { checkReadiness, type ReadinessOptions, type ReadinessReport } from "./readiness.ts";
+import { WebSocketTransport } from "./fallback-transport.ts";
+
+export { buildReport, checkReadiness, type ReadinessReport, type RungCheck, type UplinkMeasure } from "./readiness.ts";
+
+/**
+ * The pre-join network readiness report for the consultation's node: which rungs of the
+ * connectivity ladder work from here (QUIC datagrams, QUIC streams only, the TCP fallback),
+ * round trip and loss, a short uplink burst, and what IT should open (client/sdk/readiness.ts).
+ */
+export function networkReadiness(info: Pick<JoinInfo, "node">, opts: ReadinessOptions = {}): Promise<ReadinessReport> {
+  return checkReadiness(info.node, { fallback: WebSocketTransport, ...opts });
+}
 
 export interface JoinInfo {
   consultationId: string;
@@ -13,9 +27,9 @@ export interface JoinInfo {
   terminal: { id: string; label: string; kind: string };
   peer?: { role: string; label: string; kind: string };
   reason?: string;
-  node: { id: string; url: string; certHashes: string[] };
+  node: NodePlacement;
   /** Nodes the edge offers for probing, best first (older edges send none). */
-  candidates?: { id: string; region?: string; url: string; probeUrl?: string; certHashes?: string[] }[];
+  candidates?: { id: string; region?: string; url: string; probeUrl?: string; certHashes?: string[]; fallbackUrl?: string }[];
 }
 
 export type PathMeasurement = PathMeasurementReport;

@@ -1,9 +1,10 @@
 // The SDK's view of the WebTransport session: TerminalSession from src/terminal (the same
 // core the headless terminals use), wrapped in FailoverSession when the page knows its
 // consultation and edge, so a node that dies or drains mid-call is left for another by itself.
-import { SessionError, TerminalSession } from "../../src/terminal/session.ts";
+import { SessionError, TerminalSession, type ConnectOptions } from "../../src/terminal/session.ts";
 import { edgeReplacer, FailoverSession, type MoveReason, type MoveRecord, type ReplaceCall } from "../../src/terminal/failover.ts";
 import { HuizhenError, messageFor } from "./errors.ts";
+import { Connector, LadderError, openedAs } from "./connect.ts";
 
 export type { Member, SendOptions, FrameEvent, SessionEvents } from "../../src/terminal/session.ts";
 export type { MoveReason, MoveRecord } from "../../src/terminal/failover.ts";
@@ -24,22 +25,45 @@ export interface FailoverConfig {
   measure?: () => Promise<ReplaceCall["measurements"]>;
 }
 
+export interface OpenSessionOptions {
+  url: string;
+  certHashes?: string[];
+  /** The node's TCP fallback (GET /v1/join `node.fallbackUrl`). */
+  fallbackUrl?: string;
+  token: string;
+  sdk?: string;
+  timeoutMs?: number;
+  failover?: FailoverConfig;
+  /** The connectivity ladder (client/sdk/connect.ts); without one, native QUIC only. */
+  connector?: Connector;
+}
+
 /** Connects with the token; a refusal becomes a HuizhenError whose `reason` the page can show. */
-export async function openSession(opts: { url: string; certHashes?: string[]; token: string; sdk?: string; timeoutMs?: number; failover?: FailoverConfig }): Promise<SessionLike> {
+export async function openSession(opts: OpenSessionOptions): Promise<SessionLike> {
+  const connector = opts.connector;
+  // Every session of the call, moves included, goes up the same ladder.
+  const connect = connector
+    ? async (p: { url: string; certHashes?: string[]; fallbackUrl?: string }, o: ConnectOptions) => {
+      const opened = await connector.open({ url: p.url, certHashes: p.certHashes, fallbackUrl: p.fallbackUrl });
+      return TerminalSession.connect({ ...o, url: opened.url, WebTransport: openedAs(opened.wt) });
+    }
+    : (_: unknown, o: ConnectOptions) => TerminalSession.connect(o);
   try {
     const f = opts.failover;
     if (f) {
       return await FailoverSession.connect({
         sdk: opts.sdk, timeoutMs: opts.timeoutMs,
         consultationId: f.consultationId,
-        placement: { nodeId: f.nodeId, url: opts.url, certHashes: opts.certHashes, token: opts.token },
+        placement: { nodeId: f.nodeId, url: opts.url, certHashes: opts.certHashes, ...(opts.fallbackUrl ? { fallbackUrl: opts.fallbackUrl } : {}), token: opts.token },
         replace: edgeReplacer(f.edgeUrl ?? location.origin),
         measure: f.measure,
+        connect,
       });
     }
     // TerminalSession has exactly the SessionLike shape; the interface keeps the call testable.
-    return await TerminalSession.connect(opts);
+    return await connect(opts, { url: opts.url, certHashes: opts.certHashes, token: opts.token, sdk: opts.sdk, timeoutMs: opts.timeoutMs });
   } catch (err) {
+    if (err instanceof LadderError) throw new HuizhenError("nodeUnreachable", `${messageFor("nodeUnreachable")} (${err.message})`);
     if (err instanceof SessionError) {
       if (err.reason === "connectFailed" || err.reason === "timeout") throw new HuizhenError("nodeUnreachable", `${messageFor("nodeUnreachable")} (${err.message})`);
       throw new HuizhenError(err.reason, messageFor(err.reason));

@@ -181,6 +181,14 @@ export const MIGRATIONS: Migration[] = [
       `CREATE INDEX node_report_jtis_expiry ON node_report_jtis (expires_at)`,
     ],
   },
+  {
+    id: 4,
+    name: "node TCP fallback URL",
+    statements: [
+      // WebTransport over WebSocket on TCP, for terminals whose network blocks UDP (null: none).
+      `ALTER TABLE nodes ADD COLUMN fallback_url TEXT`,
+    ],
+  },
 ];
 
 async function appliedIds(store: Store): Promise<Set<number>> {

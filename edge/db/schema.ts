@@ -130,6 +130,8 @@ export interface NodeTable {
   url: string;
   api_url: string;
   cert_hashes: string;
+  /** URL of the node's TCP fallback (WebTransport over WebSocket); null when it serves none. */
+  fallback_url: string | null;
   capacity: string;
   load: string;
   draining: number;

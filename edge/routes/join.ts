@@ -13,6 +13,7 @@ import { candidateNodes } from "./placement.ts";
 import type { AppEnv, EdgeDeps } from "../context.ts";
 import { ApiError } from "../errors.ts";
 import { iso } from "../secrets.ts";
+import { placementOf } from "../placement.ts";
 
 const invalid = () => new ApiError(401, "token_invalid", "the consultation token is not valid");
 
@@ -77,7 +78,7 @@ export function joinRoutes(app: Hono<AppEnv>, deps: EdgeDeps) {
       terminal: { id: me.terminal_id, label: me.label, kind: me.kind },
       peer: peer ? { role: peer.role, label: peer.label, kind: peer.kind } : null,
       ...(reason !== undefined ? { reason } : {}),
-      node: { id: its.id, url: its.url, certHashes: its.certHashes },
+      node: placementOf(its),
       // What the page probes before joining (RTT, jitter, loss), sent with a move to another node.
       candidates: await candidateNodes(deps),
     });

@@ -34,6 +34,7 @@ export async function candidateNodes(deps: EdgeDeps, region?: string) {
   const ranked = rankNodes(await liveNodes(deps), { now: deps.clock.now(), region, staleAfterMs: deps.config.staleNodeMs });
   return ranked.slice(0, MAX_CANDIDATES).map(({ node }) => ({
     id: node.id, region: node.region, url: node.url, probeUrl: probeUrlOf(node.url), certHashes: node.certHashes,
+    ...(node.fallbackUrl ? { fallbackUrl: node.fallbackUrl } : {}),
   }));
 }
 

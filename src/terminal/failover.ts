@@ -19,11 +19,14 @@
 import type { CloseReason } from "../protocol/codes.ts";
 import type { QualityMessage } from "../protocol/control.ts";
 import { TerminalSession, SessionError, type ConnectOptions, type SendOptions, type SessionEvents } from "./session.ts";
+import type { NodePlacement } from "../types.ts";
 
 export interface Placement {
   nodeId: string;
   url: string;
   certHashes?: string[];
+  /** The node's TCP fallback (WebTransport over WebSocket), when it has one. */
+  fallbackUrl?: string;
   token: string;
 }
 
@@ -57,9 +60,12 @@ export function edgeReplacer(edgeUrl: string, doFetch: typeof fetch = (i, init) 
       signal: AbortSignal.timeout(4000),
     });
     const body = (await res.json().catch(() => ({}))) as {
-      node?: { id: string; url: string; certHashes?: string[] }; token?: string; error?: { code?: string };
+      node?: NodePlacement; token?: string; error?: { code?: string };
     };
-    if (res.status === 200 && body.node && body.token) return { nodeId: body.node.id, url: body.node.url, certHashes: body.node.certHashes, token: body.token };
+    if (res.status === 200 && body.node && body.token) {
+      const { id, url, certHashes, fallbackUrl } = body.node;
+      return { nodeId: id, url, certHashes, ...(fallbackUrl ? { fallbackUrl } : {}), token: body.token };
+    }
     if (res.status === 401 || res.status === 403 || res.status === 410) throw new ReplaceRefused(res.status, body.error?.code ?? "refused");
     throw new Error(`the edge could not move the consultation now (${res.status})`);
   };
@@ -90,6 +96,8 @@ export interface FailoverOptions extends Omit<ConnectOptions, "url" | "certHashe
   maxMoveMs?: number;
   /** Fresh measurements to send with a move (e.g. a probe of the candidates). */
   measure?: () => Promise<ReplaceCall["measurements"]>;
+  /** Opens a session to a placement (default: TerminalSession.connect to its QUIC URL); the SDK's connectivity ladder. */
+  connect?: (placement: Placement, opts: ConnectOptions) => Promise<TerminalSession>;
 }
 
 export interface MoveRecord {
@@ -134,7 +142,8 @@ export class FailoverSession {
   }
 
   static async connect(opts: FailoverOptions): Promise<FailoverSession> {
-    const s = await TerminalSession.connect({ ...opts, url: opts.placement.url, certHashes: opts.placement.certHashes, token: opts.placement.token });
+    const p = opts.placement;
+    const s = await (opts.connect ?? ((_, o) => TerminalSession.connect(o)))(p, { ...opts, url: p.url, certHashes: p.certHashes, token: p.token });
     return new FailoverSession(opts, s);
   }
 
@@ -303,7 +312,7 @@ export class FailoverSession {
       // The edge's answer is the placement from now on, even if joining it fails below.
       this.placement = next;
       try {
-        const s = await TerminalSession.connect({
+        const s = await (this.opts.connect ?? ((_, o) => TerminalSession.connect(o)))(next, {
           ...this.opts, url: next.url, certHashes: next.certHashes, token: next.token,
           timeoutMs: Math.min(this.opts.timeoutMs ?? 3000, Math.max(500, deadline - Date.now())),
         });

@@ -7,6 +7,7 @@ import type { MediaNodeInfo, PathMeasurement } from "../../src/types.ts";
 import { summarise, probeUrlOf, UNREACHABLE_RTT_MS } from "../../src/terminal/probe.ts";
 import { NodeSigner, generateNodeKey, isPublicNodeJwk, publicJwkOfSecret, verifyNodeRequest } from "../../src/node-credential.ts";
 import { configFileEnv, ConfigFileError } from "../../media/config-file.ts";
+import { configFromEnv } from "../../media/node.ts";
 import { planPlacement } from "../../src/routing/cascade.ts";
 
 const NOW = 1_800_000_000_000;
@@ -167,6 +168,34 @@ test("node config file: fields map onto the environment names; typos are errors"
   assert.throws(() => configFileEnv({ id: "n1", edgeURL: "x" }), (e: unknown) => e instanceof ConfigFileError && /edgeURL/.test((e as Error).message));
   assert.throws(() => configFileEnv([]), (e: unknown) => e instanceof ConfigFileError);
   assert.throws(() => configFileEnv({ id: { nested: true } }), (e: unknown) => e instanceof ConfigFileError);
+});
+
+test("node config file: the TCP fallback's fields map onto MEDIA_FALLBACK_* and configure the node", () => {
+  const env = configFileEnv({
+    id: "n1", edgeUrl: "https://edge", secret: "s", mediaPort: 4433, publicUrl: "https://m1.example:4433/v1/session",
+    fallback: "on", fallbackHost: "0.0.0.0", fallbackPort: 443, fallbackPublicUrl: "https://m1.example/v1/session",
+    fallbackTlsCertFile: "/etc/huizhen/fallback-cert.pem", fallbackTlsKeyFile: "/etc/huizhen/fallback-key.pem", fallbackTlsReloadMs: 30000,
+  });
+  assert.equal(
+    [env.MEDIA_FALLBACK, env.MEDIA_FALLBACK_HOST, env.MEDIA_FALLBACK_PORT, env.MEDIA_FALLBACK_PUBLIC_URL, env.MEDIA_FALLBACK_TLS_CERT_FILE, env.MEDIA_FALLBACK_TLS_KEY_FILE, env.MEDIA_FALLBACK_TLS_RELOAD_MS],
+    ["on", "0.0.0.0", "443", "https://m1.example/v1/session", "/etc/huizhen/fallback-cert.pem", "/etc/huizhen/fallback-key.pem", "30000"],
+  );
+  // What the node makes of it (media/node.ts configFromEnv, the same path as main.ts).
+  assert.equal(configFromEnv(env).fallback, {
+    host: "0.0.0.0", port: 443, publicUrl: "https://m1.example/v1/session",
+    tlsCertFile: "/etc/huizhen/fallback-cert.pem", tlsKeyFile: "/etc/huizhen/fallback-key.pem", tlsReloadMs: 30000,
+  });
+  // A switch may be written as JSON true/false; off means no fallback at all.
+  assert.is(configFileEnv({ fallback: false }).MEDIA_FALLBACK, "off");
+  assert.is(configFileEnv({ fallback: true }).MEDIA_FALLBACK, "on");
+  assert.is(configFromEnv(configFileEnv({ id: "n1", edgeUrl: "https://edge", secret: "s", fallback: false })).fallback, undefined);
+  // Other fields stay string-or-number; the node's own checks still apply to file values.
+  assert.throws(() => configFileEnv({ fallbackPort: true }), (e: unknown) => e instanceof ConfigFileError && /fallbackPort/.test((e as Error).message));
+  assert.throws(() => configFileEnv({ fallbackTLSCertFile: "x" }), (e: unknown) => e instanceof ConfigFileError && /fallbackTLSCertFile/.test((e as Error).message));
+  const base = { id: "n1", edgeUrl: "https://edge", secret: "s" };
+  assert.throws(() => configFromEnv(configFileEnv({ ...base, fallbackTlsCertFile: "/c.pem" })), /go together/);
+  assert.throws(() => configFromEnv(configFileEnv({ ...base, fallbackPublicUrl: "http://m1.example/v1/session" })), /https/);
+  assert.throws(() => configFromEnv(configFileEnv({ ...base, fallback: "maybe" })), /on or off/);
 });
 
 test.run();
