@@ -3,7 +3,11 @@
 // see test/network/harness.ts) join one consultation on a real media node, each behind its own
 // seeded userspace impairment relay with the profile. "Adaptation off" is the terminal as it
 // was before this work: a fixed 720p at 2.5 Mbit/s, loopback reorder/nack timing, no audio
-// redundancy (the node's per-subscriber policy is the same in both runs).
+// redundancy, QUIC's default congestion control (the node's per-subscriber policy is the same
+// in both runs). Adaptation on: see the sender model in test/network/harness.ts.
+// Latency is capture to decode (one clock: both terminals run in one process); a freeze is a
+// gap between decoded frames over max(3 frame intervals, 1 + 150 ms), the wait for the first
+// frame included.
 // Per profile the table shows the worse of the two directions for freezes and latency and the
 // mean for frame rate and audio. Prints both tables; the last line is one JSON object with
 // adaptation on. Env: NETWORK_BENCH_MS (call length per profile, default 12000),

@@ -6,14 +6,17 @@ import { CertRotation, pemHash } from "./cert.ts";
 import { EdgeAuth, edgeJwks } from "./auth.ts";
 import { createApi } from "./api.ts";
 import { EdgeReporter } from "./reporter.ts";
+import { EventJournal, type JournaledEvent } from "./journal.ts";
+import { JournalFile } from "./journal-file.ts";
 import { signingFetch } from "./node-auth.ts";
-import { ProbeServer, isProbeSession } from "./probe.ts";
+import { ProbeServer, isProbeSession, PROBE_PATH } from "./probe.ts";
 import { CascadeManager, isCascadeJti, isCascadeSession } from "./cascade/manager.ts";
 import { RevocationPoller } from "./revocations.ts";
 import { LoadMeter } from "./metrics.ts";
 import { Relay, type RelayLimits } from "./relay/relay.ts";
-import { NodeSession, type SessionOptions } from "./session.ts";
-import { listenQuic, type TransportServer } from "./transport/quic.ts";
+import { DEFAULT_SESSION_OPTIONS, NodeSession, type SessionOptions } from "./session.ts";
+import { listenQuic, type TransportServer, type TransportSession } from "./transport/quic.ts";
+import { certificatePairProblem, listenFallback } from "./transport/fallback.ts";
 import { denoApi, type HttpServerLike } from "./transport/deno.ts";
 
 export interface NodeConfig {
@@ -38,6 +41,23 @@ export interface NodeConfig {
   certRotateEveryMs?: number;
   /** How often the node re-checks the edge's revocation feed, ms (media/revocations.ts; default 5000). */
   revocationCheckMs?: number;
+  /** WebTransport over WebSocket/HTTP-2 on TCP for terminals whose network blocks UDP (media/transport/fallback.ts). */
+  fallback?: FallbackConfig;
+  /** The node's own state (the event journal, media/journal.ts); without it events are queued in memory only. */
+  stateDir?: string;
+}
+
+export interface FallbackConfig {
+  host: string;
+  /** TCP port; by default the QUIC port's number (0: any free port). */
+  port: number;
+  /** URL terminals use for the fallback; by default the session URL's host on `port`. */
+  publicUrl?: string;
+  /** A certificate browsers trust (a WebSocket cannot pin a hash): CA-signed in production. */
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  /** How often that pair's files are re-read for a renewal, ms (default 60000; 0: never). */
+  tlsReloadMs?: number;
 }
 
 export class ConfigError extends Error {
@@ -74,6 +94,21 @@ export function configFromEnv(env: Record<string, string | undefined>): NodeConf
   const session: Partial<SessionOptions> = {};
   if (env.MEDIA_JOIN_TIMEOUT_MS) session.joinTimeoutMs = int(env, "MEDIA_JOIN_TIMEOUT_MS", 10_000);
   const publicUrl = env.MEDIA_PUBLIC_URL || `https://${mediaHost}:${mediaPort}/v1/session`;
+  if ((env.MEDIA_FALLBACK_TLS_CERT_FILE && !env.MEDIA_FALLBACK_TLS_KEY_FILE) || (!env.MEDIA_FALLBACK_TLS_CERT_FILE && env.MEDIA_FALLBACK_TLS_KEY_FILE)) {
+    throw new ConfigError("MEDIA_FALLBACK_TLS_CERT_FILE and MEDIA_FALLBACK_TLS_KEY_FILE go together");
+  }
+  const fallbackMode = (env.MEDIA_FALLBACK || "on").toLowerCase();
+  if (fallbackMode !== "on" && fallbackMode !== "off") throw new ConfigError("MEDIA_FALLBACK must be on or off");
+  if (env.MEDIA_FALLBACK_PUBLIC_URL && !/^https:\/\/\S+$/.test(env.MEDIA_FALLBACK_PUBLIC_URL)) throw new ConfigError("MEDIA_FALLBACK_PUBLIC_URL must be an https:// URL");
+  const fallback: FallbackConfig | undefined = fallbackMode === "off" ? undefined : {
+    host: env.MEDIA_FALLBACK_HOST || mediaHost,
+    port: int(env, "MEDIA_FALLBACK_PORT", mediaPort),
+    publicUrl: env.MEDIA_FALLBACK_PUBLIC_URL || undefined,
+    // A CA-signed pair for the fallback; else TLS_CERT_FILE's; else the node's own certificate.
+    tlsCertFile: env.MEDIA_FALLBACK_TLS_CERT_FILE || env.TLS_CERT_FILE || undefined,
+    tlsKeyFile: env.MEDIA_FALLBACK_TLS_KEY_FILE || env.TLS_KEY_FILE || undefined,
+    ...(env.MEDIA_FALLBACK_TLS_RELOAD_MS ? { tlsReloadMs: int(env, "MEDIA_FALLBACK_TLS_RELOAD_MS", 60_000) } : {}),
+  };
   return {
     nodeId: need("NODE_ID"),
     region: env.NODE_REGION || "local",
@@ -91,6 +126,9 @@ export function configFromEnv(env: Record<string, string | undefined>): NodeConf
     certValidityMs: env.MEDIA_CERT_VALIDITY_MS ? int(env, "MEDIA_CERT_VALIDITY_MS", 0) : undefined,
     certRotateEveryMs: env.MEDIA_CERT_ROTATE_MS ? int(env, "MEDIA_CERT_ROTATE_MS", 0) : undefined,
     revocationCheckMs: int(env, "MEDIA_REVOCATION_CHECK_MS", 5000),
+    fallback,
+    // Beside `npm start`'s state (.huizhen/<node id>) unless set.
+    stateDir: env.MEDIA_STATE_DIR || `.huizhen/${need("NODE_ID").replace(/[^A-Za-z0-9_-]/g, "_")}`,
   };
 }
 
@@ -118,6 +156,9 @@ export class MediaNode {
   /** Re-checks revocations on a timer, should an edge → node revocation call be lost. */
   readonly revocations?: RevocationPoller;
   private quic?: TransportServer;
+  private tcp?: TransportServer;
+  /** Follows the node's rotating certificate (no CA-signed pair given). */
+  private tcpFollowsRotation = false;
   private http?: HttpServerLike;
   private certs?: CertRotation;
   private fixedHashes: string[] = [];
@@ -131,8 +172,12 @@ export class MediaNode {
   private readonly log: Logger;
   quicPort = 0;
   apiPort = 0;
+  /** TCP port of the fallback (0: none). */
+  fallbackPort = 0;
+  /** URL terminals use for the fallback (undefined: none). */
+  fallbackUrl?: string;
 
-  private constructor(readonly config: NodeConfig, private readonly deps: NodeDeps) {
+  private constructor(readonly config: NodeConfig, private readonly deps: NodeDeps, journal?: { journal: EventJournal; recovered: JournaledEvent[] }) {
     this.log = deps.log ?? consoleLogger(config.nodeId);
     let reporter: EdgeReporter | undefined;
     this.relay = new Relay({
@@ -148,7 +193,7 @@ export class MediaNode {
       reporter = this.reporter = new EdgeReporter({
         edgeUrl: config.edgeUrl, nodeId: config.nodeId, secret: config.secret,
         heartbeatMs: config.heartbeatMs, fetch: signingFetch(config.nodeId, config.secret, deps.fetch), log: this.log,
-        heartbeat: () => this.heartbeat(),
+        heartbeat: () => this.heartbeat(), journal,
       });
       this.revocations = new RevocationPoller({
         edgeUrl: config.edgeUrl, nodeId: config.nodeId, secret: config.secret, relay: this.relay,
@@ -158,9 +203,31 @@ export class MediaNode {
   }
 
   static async start(config: NodeConfig, deps: NodeDeps = {}): Promise<MediaNode> {
-    const node = new MediaNode(config, deps);
-    await node.listen();
+    // The journal is read before any session can add events: last run's undelivered ones go first.
+    const journal = config.stateDir && !deps.noReporter ? await MediaNode.openJournal(config.stateDir, deps.log ?? consoleLogger(config.nodeId)) : undefined;
+    const node = new MediaNode(config, deps, journal);
+    try {
+      await node.listen();
+    } catch (err) {
+      await node.reporter?.close();
+      throw err;
+    }
     return node;
+  }
+
+  private static async openJournal(dir: string, log: Logger) {
+    let file: JournalFile;
+    try {
+      file = await JournalFile.open(dir);
+    } catch (err) {
+      throw new ConfigError(`MEDIA_STATE_DIR: ${(err as Error)?.message ?? err}`);
+    }
+    try {
+      return await EventJournal.open(file, { log });
+    } catch (err) {
+      await file.close();
+      throw new ConfigError(`MEDIA_STATE_DIR: cannot read or rewrite the event journal in ${dir}: ${(err as Error)?.message ?? err}`);
+    }
   }
 
   get certHashes(): string[] {
@@ -189,16 +256,55 @@ export class MediaNode {
     const auth = new EdgeAuth(keys, config.nodeId, config.issuer);
     this.cascade = new CascadeManager({ nodeId: config.nodeId, issuer: config.issuer, relay: this.relay, keys, log: this.log });
     const sessionOptions = config.session;
-    this.quic = listenQuic({
-      hostname: config.mediaHost, port: config.mediaPort, cert, key,
-      onError: (err) => this.log("transport error", { error: String((err as Error)?.message ?? err).slice(0, 200) }),
-    }, (t) => {
-      if (isProbeSession(t)) return this.probes.serve(t);
-      if (isCascadeSession(t)) return this.cascade!.accept(t);
+    const onError = (err: unknown) => this.log("transport error", { error: String((err as Error)?.message ?? err).slice(0, 200) });
+    const terminalSession = (t: TransportSession) => {
       const s = new NodeSession(t, { relay: this.relay, verifyToken: (tok) => auth.verifyConsultation(tok), log: this.log, options: sessionOptions });
       void s.run().catch(() => {});
+    };
+    this.quic = listenQuic({ hostname: config.mediaHost, port: config.mediaPort, cert, key, onError }, (t) => {
+      if (isProbeSession(t)) return this.probes.serve(t);
+      if (isCascadeSession(t)) return this.cascade!.accept(t);
+      terminalSession(t);
     });
     this.quicPort = this.quic.port;
+
+    if (config.fallback) {
+      const f = config.fallback;
+      let tcpCert = cert, tcpKey = key;
+      let certFiles: { cert: string; key: string; checkMs: number } | undefined;
+      if (f.tlsCertFile && f.tlsKeyFile) {
+        tcpCert = await Deno.readTextFile(f.tlsCertFile);
+        tcpKey = await Deno.readTextFile(f.tlsKeyFile);
+        const problem = certificatePairProblem(tcpCert, tcpKey);
+        if (problem) {
+          this.quic.close();
+          throw new ConfigError(`the TCP fallback's certificate (${f.tlsCertFile}, ${f.tlsKeyFile}): ${problem}; fix the pair, or set MEDIA_FALLBACK=off`);
+        }
+        // A CA-signed pair is renewed in place (certbot and the like): picked up without a restart.
+        const checkMs = f.tlsReloadMs ?? 60_000;
+        if (checkMs > 0) certFiles = { cert: f.tlsCertFile, key: f.tlsKeyFile, checkMs };
+      } else this.tcpFollowsRotation = !!this.certs;
+      // Same session handling as QUIC; node-to-node cascade links stay on QUIC.
+      const port = f.port;
+      try {
+        this.tcp = await listenFallback({
+          hostname: f.host, port, cert: tcpCert, key: tcpKey,
+          paths: [sessionOptions.path ?? DEFAULT_SESSION_OPTIONS.path, PROBE_PATH], onError,
+          certFiles,
+          onCertFiles: (o) => (o.ok ? this.log("fallback certificate reloaded", { validTo: o.validTo }) : this.log("fallback certificate not reloaded", { reason: o.reason })),
+        }, (t) => (isProbeSession(t) ? this.probes.serve(t) : terminalSession(t)));
+      } catch (err) {
+        this.quic.close();
+        throw new ConfigError(`the TCP fallback cannot listen on ${f.host}:${port} (${(err as Error)?.message ?? err}); set MEDIA_FALLBACK_PORT, or MEDIA_FALLBACK=off`);
+      }
+      this.fallbackPort = this.tcp.port;
+      if (f.publicUrl) this.fallbackUrl = f.publicUrl;
+      else {
+        const u = new URL(config.publicUrl);
+        u.port = String(this.fallbackPort);
+        this.fallbackUrl = u.href;
+      }
+    }
 
     const api = createApi({
       nodeId: config.nodeId, relay: this.relay, auth, log: this.log,
@@ -218,7 +324,10 @@ export class MediaNode {
     this.meter.start();
     this.reporter?.start();
     this.revocations?.start();
-    this.log("media node listening", { quic: `${config.mediaHost}:${this.quicPort}`, api: `${config.apiHost}:${this.apiPort}`, url: config.publicUrl });
+    this.log("media node listening", {
+      quic: `${config.mediaHost}:${this.quicPort}`, api: `${config.apiHost}:${this.apiPort}`, url: config.publicUrl,
+      tcpFallback: this.tcp ? `${config.fallback!.host}:${this.fallbackPort}` : "off",
+    });
   }
 
   private scheduleRotation(): void {
@@ -227,6 +336,7 @@ export class MediaNode {
       try {
         const c = await certs.rotate();
         this.quic?.setCertificate(c.certPem, c.keyPem);
+        if (this.tcpFollowsRotation) this.tcp?.setCertificate(c.certPem, c.keyPem);
         this.log("certificate rotated", { hash: c.hash });
       } catch (err) {
         this.log("certificate rotation failed", { error: (err as Error)?.message });
@@ -248,6 +358,7 @@ export class MediaNode {
       url: this.config.publicUrl,
       apiUrl: this.config.apiPublicUrl,
       certHashes: this.certHashes,
+      ...(this.fallbackUrl ? { fallbackUrl: this.fallbackUrl } : {}),
       capacity: this.config.capacity,
       load: {
         sessions: this.relay.sessions,
@@ -272,10 +383,12 @@ export class MediaNode {
     this.meter.stop();
     this.cascade?.close();
     // Give the `left` events a last chance to reach the edge (they are retried only while running).
-    if (this.reporter) await Promise.race([this.reporter.flush(), new Promise((r) => setTimeout(r, 1000))]);
-    this.reporter?.stop();
+    // What is still undelivered stays in the journal for the next start.
+    if (this.reporter) await Promise.race([this.reporter.deliver(), new Promise((r) => setTimeout(r, 1000))]);
+    if (this.reporter) await Promise.race([this.reporter.close(), new Promise((r) => setTimeout(r, 1000))]);
     await new Promise((r) => setTimeout(r, 350));
     this.quic?.close();
+    this.tcp?.close();
     await this.http?.shutdown().catch(() => {});
   }
 }

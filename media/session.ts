@@ -181,7 +181,7 @@ export class NodeSession implements RelayPeer {
   }
 
   sendDatagram(bytes: Uint8Array): boolean {
-    if (this.closing) return false;
+    if (this.closing || !this.fits(bytes.length)) return false;
     if (this.inFlight < this.opts.maxDatagramsInFlight && this.queue.size === 0) {
       this.inFlight++;
       this.datagramWriter.write(bytes).then(this.datagramDone, this.datagramDone);
@@ -192,12 +192,29 @@ export class NodeSession implements RelayPeer {
     return true;
   }
 
+  /**
+   * Whether a datagram of `length` fits the transport now. QUIC lowers its path MTU after heavy
+   * loss (black-hole detection) and raises it again only much later; a bigger datagram is then
+   * refused without a word, so every full-size fragment was lost and the video stalled for good
+   * (issue 5). The smaller size goes to the relay, which has the group's senders fragment to it.
+   */
+  private fits(length: number): boolean {
+    const live = this.t.maxDatagramSize;
+    if (live > 0 && live < this.maxDatagramSize && this.maxDatagramSize > MIN_DATAGRAM_SIZE) {
+      this.maxDatagramSize = Math.max(live, MIN_DATAGRAM_SIZE);
+      this.deps.log("datagram size shrank", { size: this.maxDatagramSize });
+      if (this.membership) this.deps.relay.datagramSizeChanged(this.membership);
+    }
+    return length <= (live > 0 ? live : this.maxDatagramSize);
+  }
+
   /** Hands queued datagrams to the transport, audio first, dropping what is too late. */
   private pump(): void {
     const now = performance.now();
     while (!this.closing && this.inFlight < this.opts.maxDatagramsInFlight) {
       const d = this.queue.shift(now);
       if (!d) return;
+      if (!this.fits(d.length)) continue;
       this.inFlight++;
       this.datagramWriter.write(d).then(this.datagramDone, this.datagramDone);
     }

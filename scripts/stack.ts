@@ -247,6 +247,7 @@ export interface MediaNodeOptions {
   region?: string;
   port?: number;
   apiPort?: number;
+  /** The node's MEDIA_STATE_DIR (its event journal); a temp dir when omitted (removed on stop/kill). */
   stateDir?: string;
   env?: Record<string, string>;
   log?: Log;
@@ -270,6 +271,12 @@ export async function startMediaNode(opts: MediaNodeOptions): Promise<MediaNodeP
   const region = opts.region ?? "local";
   const url = `https://127.0.0.1:${port}/v1/session`;
   const apiUrl = `http://127.0.0.1:${apiPort}`;
+  // Never the node's default (.huizhen/<id> in the repo): test nodes share ids across runs.
+  const ownState = !opts.stateDir;
+  const stateDir = opts.stateDir ?? (await mkdtemp(join(tmpdir(), "huizhen-node-")));
+  const dropState = async () => {
+    if (ownState) await rm(stateDir, { recursive: true, force: true });
+  };
   const proc = run(opts.credential.nodeId, DENO, ["run", "--allow-all", "--unstable-net", join(ROOT, "media", "main.ts")], {
     NODE_ID: opts.credential.nodeId,
     NODE_SECRET: opts.credential.secret,
@@ -281,20 +288,26 @@ export async function startMediaNode(opts: MediaNodeOptions): Promise<MediaNodeP
     MEDIA_PUBLIC_URL: url,
     MEDIA_API_HOST: "127.0.0.1",
     MEDIA_API_PORT: String(apiPort),
-    ...(opts.stateDir ? { MEDIA_STATE_DIR: opts.stateDir } : {}),
+    MEDIA_STATE_DIR: stateDir,
     ...opts.env,
   }, opts.log);
   let certHashes: string[] = [];
-  await waitFor(`media node ${opts.credential.nodeId}`, async () => {
-    const res = await fetch(`${apiUrl}/cert-hashes`);
-    if (!res.ok) return false;
-    certHashes = ((await res.json()) as { certHashes: string[] }).certHashes;
-    return true;
-  }, proc, 30_000);
+  try {
+    await waitFor(`media node ${opts.credential.nodeId}`, async () => {
+      const res = await fetch(`${apiUrl}/cert-hashes`);
+      if (!res.ok) return false;
+      certHashes = ((await res.json()) as { certHashes: string[] }).certHashes;
+      return true;
+    }, proc, 30_000);
+  } catch (err) {
+    await proc.stop();
+    await dropState();
+    throw err;
+  }
   return {
     id: opts.credential.nodeId, region, url, apiUrl, port, certHashes, process: proc,
-    stop: () => proc.stop(),
-    kill: () => proc.kill(),
+    stop: () => proc.stop().then(dropState),
+    kill: () => proc.kill().then(dropState),
   };
 }
 

@@ -7,9 +7,13 @@ import { nowUs, PeerClock, Window } from "./clock.ts";
 import { Emitter } from "./emitter.ts";
 import { HuizhenError } from "./errors.ts";
 import { onMoves, openSession, type FailoverConfig, type Member, type SessionLike } from "./session.ts";
+import { Connector } from "./connect.ts";
+import { WebSocketTransport } from "./fallback-transport.ts";
 import { captureStill, parseStill, requestPayload, STILL_CHUNK_BYTES, StillAssembler, stillChunks, type StillImage } from "./still.ts";
 import { bitrateFor, decodableVideoCodecs, VideoPublisher, VideoReceiver } from "./video.ts";
 import { chooseEncoding } from "../../src/quality/encoding.ts";
+import { planSimulcast } from "../../src/quality/layers.ts";
+import { layerOf } from "../../src/protocol/media.ts";
 
 export interface CallStats {
   at: number;
@@ -17,11 +21,19 @@ export interface CallStats {
   send: {
     videoKbps: number; audioKbps: number; fps: number; width: number; height: number; codec: string;
     targetKbps: number; /** The node's target for this terminal's media (its estimate of the path), kbit/s. */ nodeTargetKbps?: number; framesEncoded: number; framesDropped: number; encodeMs: number; keyframes: number; audioPackets: number;
+    /** The node's estimate of this terminal's uplink, kbit/s (it decides the simulcast layers). */
+    uplinkKbps?: number;
+    /** Each layer sent, lowest first (one entry without simulcast): size, frame rate, encoder bitrate in kbit/s. */
+    layers: { layer: number; width: number; height: number; fps: number; bitrateKbps: number; /** What the encoder produced lately, kbit/s. */ usedKbps?: number }[];
   };
   recv: {
     videoKbps: number; audioKbps: number; fps: number; decodedFps: number; width: number; height: number;
     lossPct: number; latencyMs?: number; latencyP95Ms?: number; jitterBufferMs: number; audioBufferMs: number; transitP50Ms?: number; transitP95Ms?: number; audioTransitP50Ms?: number; audioTransitP95Ms?: number;
     framesDecoded: number; framesRendered: number; audioPacketsDecoded: number; keyframeRequests: number; decodeErrors: number; decodeQueue: number; framesSkipped: number;
+    /** Simulcast layer of the peer's video last shown (0 also without simulcast), and how often the node switched it. */
+    layer: number; layerSwitches: number;
+    /** The node's estimate of the path from the peer to this terminal, kbit/s. */
+    nodeEstimateKbps?: number;
   };
   clockOffsetMs: number;
   clockSynced: boolean;
@@ -85,10 +97,16 @@ export interface CallOptions {
   reliableStills?: boolean;
   /** Step 1080p down to 720p when the encoder cannot keep up (default true). */
   cpuAdaptation?: boolean;
+  /** Publish several quality layers when the uplink allows (default true; the node picks one per receiver). */
+  simulcast?: boolean;
   sdk?: string;
   timeoutMs?: number;
   /** Consultation, node and edge for moving to another node when this one dies or drains (off without). */
   failover?: FailoverConfig;
+  /** The node's TCP fallback URL (GET /v1/join `node.fallbackUrl`), for networks that block UDP. */
+  fallbackUrl?: string;
+  /** The connectivity ladder (client/sdk/connect.ts); by default QUIC, then `fallbackUrl` over WebSocket. */
+  connector?: Connector;
 }
 
 const KEYFRAME_REQUEST_MIN_MS = 300;
@@ -112,7 +130,14 @@ export class HuizhenCall extends Emitter<CallEvents> {
   private audioDelayUs = 40_000;
   private peerSlot: number | undefined;
   private lastKeyRequestAt = 0;
-  private lastKeyAnswerAt = 0;
+  private lastKeyAnswerAt = new Map<number, number>();
+  /** The node's estimate of our uplink, and since when it has allowed more layers than we send (ms). */
+  private uplinkKbps: number | undefined;
+  private moreLayersSince: number | undefined;
+  private layersDroppedAt = -Infinity;
+  /** The node reports which layer of the peer's simulcast we get (absent: the peer sends one). */
+  private recvSimulcast = false;
+  private recvEstimateKbps: number | undefined;
   private keyframeRequests = 0;
   private statsTimer: ReturnType<typeof setInterval> | undefined;
   private playoutTimer: ReturnType<typeof setInterval> | undefined;
@@ -157,7 +182,7 @@ export class HuizhenCall extends Emitter<CallEvents> {
         if (!this.connected) return;
         const reliable = v.keyframe && (opts.reliableKeyframes ?? false);
         try {
-          this.session.sendFrame(Track.video, v.payload, { keyframe: v.keyframe, timestamp: v.captureUs, reliable });
+          this.session.sendFrame(Track.video, v.payload, { keyframe: v.keyframe, timestamp: v.captureUs, reliable, ...(v.layer ? { layer: v.layer } : {}) });
         } catch { /* session closing */ }
       },
       onConfigured: () => this.updateQuality(),
@@ -190,7 +215,10 @@ export class HuizhenCall extends Emitter<CallEvents> {
   static async join(opts: CallOptions): Promise<HuizhenCall> {
     const ctx = opts.audioContext ?? new AudioContext({ latencyHint: "interactive", sampleRate: 48000 });
     if (ctx.state === "suspended") void ctx.resume().catch(() => undefined);
-    const session = await openSession({ url: opts.url, certHashes: opts.certHashes, token: opts.token, sdk: opts.sdk ?? "huizhen-web/0.1", timeoutMs: opts.timeoutMs, failover: opts.failover });
+    const session = await openSession({
+      url: opts.url, certHashes: opts.certHashes, token: opts.token, sdk: opts.sdk ?? "huizhen-web/0.1", timeoutMs: opts.timeoutMs, failover: opts.failover,
+      fallbackUrl: opts.fallbackUrl, connector: opts.connector ?? new Connector({ fallback: WebSocketTransport }),
+    });
     const call = new HuizhenCall(session, opts, ctx);
     call.decodable = await decodableVideoCodecs();
     const v = opts.stream.getVideoTracks()[0];
@@ -227,12 +255,14 @@ export class HuizhenCall extends Emitter<CallEvents> {
         this.emit("peer-left", { member, reason });
       }),
       s.on("frame", ({ header, payload }) => this.onFrame(header, payload)),
-      s.on("keyframe-request", ({ track }) => {
+      s.on("keyframe-request", ({ track, layer }) => {
         if (track !== Track.video) return;
+        // Rate-limited per layer: a node switching a receiver to one layer must not wait for another's answer.
         const now = performance.now();
-        if (now - this.lastKeyAnswerAt < KEYFRAME_ANSWER_MIN_MS) return;
-        this.lastKeyAnswerAt = now;
-        this.video.requestKeyframe();
+        const k = layer ?? -1;
+        if (now - (this.lastKeyAnswerAt.get(k) ?? -Infinity) < KEYFRAME_ANSWER_MIN_MS) return;
+        this.lastKeyAnswerAt.set(k, now);
+        this.video.requestKeyframe(layer);
       }),
       s.on("peer-stats", ({ report }) => this.adapt(report)),
       s.on("quality", (q) => this.onQuality(q)),
@@ -288,9 +318,9 @@ export class HuizhenCall extends Emitter<CallEvents> {
     }
   }
 
-  private onFrame(header: { track: number; source: number; sequence: number; timestamp: number }, payload: Uint8Array): void {
+  private onFrame(header: { track: number; source: number; sequence: number; timestamp: number; flags?: number }, payload: Uint8Array): void {
     if (this.peerSlot === undefined) this.peerSlot = header.source;
-    if (header.track === Track.video) this.videoRx.push(header.sequence, header.timestamp, payload);
+    if (header.track === Track.video) this.videoRx.push(header.sequence, header.timestamp, payload, layerOf(header.flags ?? 0));
     else if (header.track === Track.audio) {
       this.audioTransit.push(nowUs() - this.clock.toLocal(header.timestamp));
       this.audioRx.push(header.sequence, header.timestamp, payload);
@@ -375,6 +405,8 @@ export class HuizhenCall extends Emitter<CallEvents> {
         nodeTargetKbps: this.nodeTargetKbps,
         framesEncoded: this.video.framesEncoded, framesDropped: this.video.framesDropped, encodeMs: this.video.encodeMs,
         keyframes: this.video.keyframesSent, audioPackets: this.audio.packetsEncoded,
+        uplinkKbps: this.uplinkKbps,
+        layers: this.video.layers.map((l) => ({ layer: l.layer, width: l.width, height: l.height, fps: l.fps, bitrateKbps: Math.round(l.bitrate / 1000), usedKbps: l.usedKbps === undefined ? undefined : Math.round(l.usedKbps) })),
       },
       recv: {
         videoKbps: ((vRx - this.prev.vRx) * 8) / dt / 1000,
@@ -396,6 +428,7 @@ export class HuizhenCall extends Emitter<CallEvents> {
         decodeErrors: this.videoRx.decodeErrors,
         decodeQueue: this.videoRx.decodeQueueSize,
         framesSkipped: this.videoRx.framesSkipped,
+        layer: this.videoRx.shownLayer, layerSwitches: this.videoRx.layerSwitches, nodeEstimateKbps: this.recvEstimateKbps,
       },
       clockOffsetMs: this.clock.offsetUs / 1000,
       clockSynced: this.clock.measured,
@@ -453,13 +486,49 @@ export class HuizhenCall extends Emitter<CallEvents> {
    * share of the target the ladder gives video (src/quality/encoding.ts), never above what the
    * current resolution needs. The target follows queueing delay and loss at the receiver.
    */
-  private onQuality(q: { direction: "send" | "receive"; targetKbps?: number; kbps: number; loss: number }): void {
-    if (q.direction !== "send") return;
+  private onQuality(q: { direction: "send" | "receive"; targetKbps?: number; kbps: number; loss: number; uplinkKbps?: number; layer?: number }): void {
+    if (q.direction !== "send") {
+      this.recvSimulcast = q.layer !== undefined;
+      this.recvEstimateKbps = (q as { estimateKbps?: number }).estimateKbps;
+      return;
+    }
     this.sendQuality = { kbps: q.kbps, loss: q.loss };
+    if (q.uplinkKbps !== undefined) this.uplinkKbps = q.uplinkKbps;
     if (q.targetKbps === undefined) return;
     this.nodeTargetKbps = q.targetKbps;
-    const e = chooseEncoding(q.targetKbps);
-    this.video.setMaxBitrate(Math.max(150_000, e.bitrateKbps * 1000));
+    this.planLayers(q.targetKbps);
+  }
+
+  /**
+   * Simulcast: as many layers as the node's estimate of our uplink allows (src/quality/layers.ts),
+   * the low one sized for the thinnest receiver (the node's target), the top one for the uplink.
+   * A layer is added only after the uplink allowed it for 3 s, and removed at once. One layer:
+   * its bitrate follows the target as before. Each encoder steps its resolution and frame rate
+   * to its bitrate (video.ts).
+   */
+  private planLayers(targetKbps: number): void {
+    const track = this.opts.stream.getVideoTracks()[0];
+    const cameraHeight = track?.getSettings().height ?? (this.video.height || 720);
+    const count = this.video.layers.length;
+    const s = this.lastStats?.send;
+    const u = {
+      uplinkKbps: this.opts.simulcast === false ? undefined : this.uplinkKbps,
+      sendKbps: s ? s.videoKbps + s.audioKbps : undefined,
+      layers: count,
+      targetKbps,
+    };
+    let plan = planSimulcast(cameraHeight, u);
+    const now = performance.now();
+    if (plan.length > count) {
+      // A layer is added once the uplink allowed it for 3 s, and not within 10 s of one going.
+      this.moreLayersSince ??= now;
+      if (now - this.moreLayersSince < 3000 || now - this.layersDroppedAt < 10_000) plan = planSimulcast(cameraHeight, u, { maxLayers: count });
+    } else this.moreLayersSince = undefined;
+    if (plan.length < count) this.layersDroppedAt = now;
+    if (plan.length === 1) {
+      const e = chooseEncoding(targetKbps);
+      this.video.setMaxBitrate(Math.max(150_000, e.bitrateKbps * 1000));
+    } else this.video.setLayers(plan);
   }
 
   /** Without node targets (an older node), the receiver's loss drives our encoder bitrate. */
@@ -493,7 +562,11 @@ export class HuizhenCall extends Emitter<CallEvents> {
     let summary: string;
     if (level === "none") summary = "waiting for video";
     else if (fps < 1) summary = this.cameraPaused ? "the other side paused its camera" : `video frozen, recovering (${lossText})`;
-    else summary = [`video ${height}p`, latency !== undefined ? `${Math.round(latency)} ms behind` : "", lossText].filter(Boolean).join(", ");
+    else {
+      // The simulcast layer received goes last, so the familiar "video 720p, 48 ms behind, 0% loss" reads the same.
+      const layer = this.recvSimulcast ? `layer ${this.videoRx.shownLayer} of their simulcast` : "";
+      summary = [`video ${height}p`, latency !== undefined ? `${Math.round(latency)} ms behind` : "", lossText, layer].filter(Boolean).join(", ");
+    }
     // What the other side gets from us (the node's report), so each end sees both directions.
     const sq = this.sendQuality;
     const theyKbps = sq ? Math.round(sq.kbps / 50) * 50 : undefined;

@@ -1,11 +1,15 @@
 // The relay core: groups reserved by the edge, the members admitted into them, and the
 // forwarding of opaque media objects between them. It knows nothing about codecs and nothing
 // about the network: sessions reach it through the small `RelayPeer` interface, so it runs and
-// is tested with fake peers. The hot path (`forwardDatagram`) allocates nothing.
+// is tested with fake peers. The hot path (`forwardDatagram`) allocates nothing per datagram
+// (the uplink meter keeps a small tally per frame; padding copies exist only while a path is
+// probed for a bigger simulcast layer).
 import type { Member, NodeMessage, TerminalMessage } from "../../src/protocol/control.ts";
 import type { CloseReason } from "../../src/protocol/codes.ts";
 import { CLOSE_MESSAGES } from "../../src/protocol/codes.ts";
-import { HEADER_BYTES, peekTrack } from "../../src/protocol/media.ts";
+import { Flag, HEADER_BYTES, layerOf, peekTrack, Track } from "../../src/protocol/media.ts";
+import { ReceiveMeter } from "../../src/quality/receive-meter.ts";
+import { BandwidthEstimator } from "../../src/quality/estimator.ts";
 import type { GroupAttributes, GroupSpec, Role } from "../../src/types.ts";
 import { randomId, timingSafeEqual } from "../../src/bytes.ts";
 import { SubscriberPolicy, type PolicyOptions } from "./subscriber.ts";
@@ -121,6 +125,11 @@ export class Membership {
   rttMs = 0;
   /** What this member receives: which frames of each publisher go to it (set by the relay). */
   policy!: SubscriberPolicy;
+  /**
+   * This member's uplink as the node sees it (what arrives from it), for the number of
+   * simulcast layers it sends; updated when its subscribers report, at most every 250 ms.
+   */
+  readonly uplink = { meter: undefined as ReceiveMeter | undefined, estimator: new BandwidthEstimator({ initialKbps: 2500, minKbps: 100, maxKbps: 20_000 }), at: 0, reports: 0 };
   constructor(
     readonly sessionId: string,
     readonly group: Group,
@@ -300,10 +309,16 @@ export class Relay {
       this.limits.maxDatagramsPerSec, byteRate,
     );
     m.policy = new SubscriberPolicy({
-      skip: (publisher, track, sequence, discardable) =>
-        m.peer.sendControl({ t: "skip", slot: publisher, track, sequences: [sequence], discardable }),
-      needKeyframe: (publisher, track) => this.askKeyframe(m, track, publisher),
-    }, this.limits.policy);
+      skip: (publisher, track, sequence, discardable, layer) =>
+        m.peer.sendControl({ t: "skip", slot: publisher, track, sequences: [sequence], discardable, ...(layer ? { layer } : {}) }),
+      needKeyframe: (publisher, track, layer) => this.askKeyframe(m, track, publisher, layer),
+      note: (what, fields) => this.log(what === "switch" ? "layer switch" : "path probe", { groupId: g.id, slot: member.slot, ...fields }),
+    }, {
+      ...this.limits.policy,
+      // A cascade member (media/cascade/link.ts, jti prefix "cascade:") stands for a whole node:
+      // it gets every layer and that node picks one for each of its terminals.
+      ...(claims.jti.startsWith("cascade:") ? { selectLayers: false } : {}),
+    });
     for (const o of g.live) o.policy?.reset(member.slot);
     g.tokens.set(claims.jti, { terminalId: claims.sub, resume, exp: claims.exp, live: m });
     g.live.push(m);
@@ -377,7 +392,7 @@ export class Relay {
         m.peer.close("normal");
         return;
       case "keyframe-request":
-        this.askKeyframe(m, msg.track, msg.slot);
+        this.askKeyframe(m, msg.track, msg.slot, msg.layer);
         return;
       case "receive-report":
         this.onReceiveReport(m, msg);
@@ -385,7 +400,7 @@ export class Relay {
       case "nack":
         // Only to the publisher named; the retransmission comes back as reliable objects.
         for (const o of g.live) {
-          if (o !== m && o.slot === msg.slot) o.peer.sendControl({ t: "nack", track: msg.track, sequences: msg.sequences, slot: m.slot });
+          if (o !== m && o.slot === msg.slot) o.peer.sendControl({ t: "nack", track: msg.track, sequences: msg.sequences, slot: m.slot, ...(msg.layer ? { layer: msg.layer } : {}) });
         }
         return;
       case "stats": {
@@ -406,17 +421,22 @@ export class Relay {
     }
   }
 
-  /** Asks publishers (one slot, or all but `m`) for a keyframe; coalesced per publisher and track. */
-  askKeyframe(m: Membership, track: number, slot?: number): void {
+  /**
+   * Asks publishers (one slot, or all but `m`) for a keyframe; coalesced per publisher, track
+   * and layer. Without a layer, a simulcast publisher is asked for the layer `m` gets (or is
+   * switching to); `m` standing for a node (cascade) asks for every layer.
+   */
+  askKeyframe(m: Membership, track: number, slot?: number, layer?: number): void {
     const now = this.now();
     const g = m.group;
     for (const o of g.live) {
       if (o === m || (slot !== undefined && o.slot !== slot)) continue;
-      const key = (o.slot << 8) | track;
+      const l = layer ?? (track === Track.video ? m.policy?.keyframeLayer(o.slot) : undefined);
+      const key = ((l === undefined ? 0 : l + 1) << 16) | (o.slot << 8) | track;
       const last = g.keyframeAsked.get(key);
       if (last !== undefined && now - last < this.limits.keyframeRequestSpacingMs) continue; // coalesced
       g.keyframeAsked.set(key, now);
-      o.peer.sendControl({ t: "keyframe-request", track, slot: m.slot });
+      o.peer.sendControl(l === undefined ? { t: "keyframe-request", track, slot: m.slot } : { t: "keyframe-request", track, slot: m.slot, layer: l });
     }
   }
 
@@ -443,8 +463,26 @@ export class Relay {
     }
     const kbps = Math.round((r.bytes * 8) / Math.max(1, r.intervalMs));
     const common = { estimateKbps: estimate, kbps, loss: r.loss, delayMs: r.delayMs, dropped };
-    pub.peer.sendControl({ t: "quality", slot: m.slot, direction: "send", ...common, targetKbps: Math.round(target), rttMs: m.rttMs });
-    m.peer.sendControl({ t: "quality", slot: pub.slot, direction: "receive", ...common, rttMs: pub.rttMs });
+    const uplinkKbps = this.uplinkEstimate(pub);
+    const layer = path.simulcast ? { layer: path.layer } : {};
+    pub.peer.sendControl({
+      t: "quality", slot: m.slot, direction: "send", ...common, targetKbps: Math.round(target), rttMs: m.rttMs,
+      ...(uplinkKbps === undefined ? {} : { uplinkKbps }), ...layer,
+    });
+    m.peer.sendControl({ t: "quality", slot: pub.slot, direction: "receive", ...common, rttMs: pub.rttMs, ...layer });
+  }
+
+  /** The node's estimate of a member's uplink, kbit/s (undefined until two intervals were seen). */
+  private uplinkEstimate(pub: Membership): number | undefined {
+    const u = pub.uplink;
+    const now = this.now();
+    if (u.meter && now - u.at >= 250) {
+      const r = u.meter.report(now);
+      u.at = now;
+      u.estimator.update({ intervalMs: r.intervalMs, bytes: r.bytes, loss: r.loss, delayMs: r.delayMs });
+      u.reports++;
+    }
+    return u.reports >= 2 ? Math.round(u.estimator.estimateKbps) : undefined;
   }
 
   // --- forwarding (hot path) ----------------------------------------------------------
@@ -471,6 +509,7 @@ export class Relay {
       return;
     }
     if (!this.take(m, d.length)) return;
+    this.meterUplink(m, d, track);
     d[3] = m.member.slot;
     const live = g.live;
     const count = (d[10]! << 8) | d[11]!;
@@ -487,6 +526,7 @@ export class Relay {
       }
       o.counters.datagramsOut++;
       o.counters.bytesOut += d.length;
+      if (track === Track.video) this.pad(o, m.slot, d);
     }
   }
 
@@ -592,6 +632,35 @@ export class Relay {
     return false;
   }
 
+  /** A path being probed (SubscriberPolicy) gets copies of what it is sent, flagged padding. Rare: allocates. */
+  private pad(o: Membership, publisher: number, d: Uint8Array): void {
+    const n = o.policy.padding(publisher, d.length);
+    for (let i = 0; i < n; i++) {
+      const copy = d.slice();
+      copy[1] = copy[1]! | Flag.padding;
+      if (!o.peer.sendDatagram(copy)) break;
+      o.counters.datagramsOut++;
+      o.counters.bytesOut += copy.length;
+    }
+  }
+
+  /** Feeds the member's uplink meter (loss per layer's sequence space, queueing delay). */
+  private meterUplink(m: Membership, d: Uint8Array, track: number): void {
+    const u = m.uplink;
+    const now = this.now();
+    if (!u.meter) {
+      u.meter = new ReceiveMeter(now);
+      u.at = now;
+    }
+    const flags = d[1]!;
+    const seq = ((d[4]! << 24) | (d[5]! << 16) | (d[6]! << 8) | d[7]!) >>> 0;
+    for (let i = 0; i < 8; i++) F64_BYTES[7 - i] = d[12 + i]!; // big-endian f64, without a DataView per datagram
+    u.meter.onDatagram(
+      track | (layerOf(flags) << 8), seq, (d[10]! << 8) | d[11]!, d.length, F64[0]!, now,
+      (d[8]! << 8) | d[9]!, (flags & Flag.retransmission) !== 0,
+    );
+  }
+
   private malformed(m: Membership): void {
     if (this.clock - m.windowStart >= 1000) {
       m.windowStart = this.clock;
@@ -602,6 +671,16 @@ export class Relay {
       this.log("session sent too many malformed objects", { groupId: m.group.id, slot: m.slot });
       this.refuse(m, "protocolError");
     }
+  }
+
+  /**
+   * A member's transport now takes smaller datagrams (QUIC lowers its path MTU after heavy
+   * loss): the group's size follows, and every member is told, so senders fragment to fit.
+   */
+  datagramSizeChanged(m: Membership): void {
+    if (!m.active) return;
+    if (!this.recomputeDatagramSize(m.group)) return;
+    for (const o of m.group.live) o.peer.sendControl({ t: "datagram-size", maxDatagramSize: m.group.datagramSize });
   }
 
   private recomputeDatagramSize(g: Group): boolean {
@@ -625,6 +704,9 @@ export class Relay {
 function addInto(a: Counters, b: Counters): void {
   for (const k of Object.keys(b) as (keyof Counters)[]) a[k] += b[k];
 }
+
+const F64 = new Float64Array(1);
+const F64_BYTES = new Uint8Array(F64.buffer);
 
 /** Smallest datagram that can carry media: header plus a little payload. */
 export const MIN_DATAGRAM_SIZE = HEADER_BYTES + 64;

@@ -28,7 +28,11 @@ export interface JoinMessage {
   maxDatagramSize?: number;
 }
 export interface PingMessage { t: "ping"; n: number; ts?: number }
-export interface KeyframeRequestMessage { t: "keyframe-request"; track: number; slot?: number }
+/**
+ * A keyframe wanted on `track`. `layer` names one simulcast layer (its own sequence space and
+ * keyframes); without it every layer the publisher sends is meant.
+ */
+export interface KeyframeRequestMessage { t: "keyframe-request"; track: number; slot?: number; layer?: number }
 export interface SignalMessage { t: "signal"; kind: string; body?: unknown; to?: number; from?: number }
 export interface StatsMessage { t: "stats"; report: Record<string, number | string> }
 export interface ByeMessage { t: "bye"; reason?: string }
@@ -36,7 +40,7 @@ export interface ByeMessage { t: "bye"; reason?: string }
  * Frames a receiver misses (by sequence). Terminal → node: `slot` is the publisher asked;
  * node → terminal: `slot` is the member asking. The publisher re-sends them on its reliable stream.
  */
-export interface NackMessage { t: "nack"; track: number; sequences: number[]; slot: number }
+export interface NackMessage { t: "nack"; track: number; sequences: number[]; slot: number; /** Simulcast layer of the sequences (default 0). */ layer?: number }
 /**
  * Receiver feedback about one publisher's media over the last interval (docs/protocol.md §10):
  * the node's per-subscriber bandwidth estimate and the publisher's target come from it.
@@ -82,7 +86,7 @@ export interface PeerLeftMessage { t: "peer-left"; member: Member; reason: strin
 export interface PongMessage { t: "pong"; n: number; ts?: number }
 export interface PeerStatsMessage { t: "peer-stats"; from: number; report: Record<string, number | string> }
 /** Frames the node chose not to forward to this terminal: skip them, do not wait or nack. */
-export interface SkipMessage { t: "skip"; slot: number; track: number; sequences: number[]; discardable: boolean }
+export interface SkipMessage { t: "skip"; slot: number; track: number; sequences: number[]; discardable: boolean; /** Simulcast layer of the sequences (default 0). */ layer?: number }
 /**
  * Quality of one direction between this terminal and another member. `send`: how `slot`
  * receives this terminal's media, with `targetKbps` (what this terminal's encoders should aim
@@ -100,6 +104,13 @@ export interface QualityMessage {
   rttMs?: number;
   /** Video frames the node dropped on this path since the last report. */
   dropped?: number;
+  /**
+   * `send` only: the node's estimate of this terminal's uplink (what reaches the node from it,
+   * before any subscriber's path), kbit/s: what decides how many simulcast layers to send.
+   */
+  uplinkKbps?: number;
+  /** Simulcast layer of `slot`'s video the node forwards on this path (`receive`; `send`: to that member). */
+  layer?: number;
 }
 export interface EndedMessage { t: "ended"; reason: CloseReason }
 export interface ErrorMessage { t: "error"; code: CloseReason; message: string }
@@ -138,9 +149,10 @@ const isReport = (v: unknown) =>
   Object.entries(v as object).length <= 64 &&
   Object.values(v as object).every((x) => num(x) || (typeof x === "string" && x.length <= 256));
 const isReason = (v: unknown) => typeof v === "string" && v in CloseCode;
+const isLayer = (v: unknown) => uint(v, 3);
 const isNack = (m: Record<string, unknown>) =>
   uint(m.track, 255) && uint(m.slot, 255) && Array.isArray(m.sequences) &&
-  m.sequences.length > 0 && m.sequences.length <= 64 && m.sequences.every((x) => uint(x));
+  m.sequences.length > 0 && m.sequences.length <= 64 && m.sequences.every((x) => uint(x)) && opt(m.layer, isLayer);
 
 const nonneg = (v: unknown) => num(v) && (v as number) >= 0;
 const share = (v: unknown) => nonneg(v) && (v as number) <= 1;
@@ -151,7 +163,7 @@ const TERMINAL_CHECKS: Record<TerminalMessage["t"], Check> = {
     uint(m.v, 255) && str(m.token, 8192) && opt(m.sdk, (s) => str(s, 128)) && opt(m.resume, (s) => str(s, 128)) &&
     opt(m.maxDatagramSize, (s) => uint(s, 65535)),
   ping: (m) => uint(m.n) && opt(m.ts, num),
-  "keyframe-request": (m) => uint(m.track, 255) && opt(m.slot, (s) => uint(s, 255)),
+  "keyframe-request": (m) => uint(m.track, 255) && opt(m.slot, (s) => uint(s, 255)) && opt(m.layer, isLayer),
   signal: (m) => str(m.kind, 64) && opt(m.to, (s) => uint(s, 255)),
   stats: (m) => isReport(m.report),
   bye: (m) => opt(m.reason, (s) => str(s, 64)),
@@ -171,18 +183,19 @@ const NODE_CHECKS: Record<NodeMessage["t"], Check> = {
   "peer-joined": (m) => isMember(m.member),
   "peer-left": (m) => isMember(m.member) && typeof m.reason === "string",
   pong: (m) => uint(m.n) && opt(m.ts, num),
-  "keyframe-request": (m) => uint(m.track, 255) && opt(m.slot, (s) => uint(s, 255)),
+  "keyframe-request": (m) => uint(m.track, 255) && opt(m.slot, (s) => uint(s, 255)) && opt(m.layer, isLayer),
   signal: (m) => str(m.kind, 64) && opt(m.from, (s) => uint(s, 255)),
   "peer-stats": (m) => uint(m.from, 255) && isReport(m.report),
   ended: (m) => isReason(m.reason),
   error: (m) => isReason(m.code) && typeof m.message === "string",
   "datagram-size": (m) => uint(m.maxDatagramSize, 65535),
   nack: isNack,
-  skip: (m) => uint(m.slot, 255) && uint(m.track, 255) && isSequences(m.sequences) && typeof m.discardable === "boolean",
+  skip: (m) => uint(m.slot, 255) && uint(m.track, 255) && isSequences(m.sequences) && typeof m.discardable === "boolean" &&
+    opt(m.layer, isLayer),
   quality: (m) =>
     uint(m.slot, 255) && (m.direction === "send" || m.direction === "receive") && nonneg(m.estimateKbps) &&
     nonneg(m.kbps) && share(m.loss) && nonneg(m.delayMs) && opt(m.targetKbps, nonneg) && opt(m.rttMs, nonneg) &&
-    opt(m.dropped, uint),
+    opt(m.dropped, uint) && opt(m.uplinkKbps, nonneg) && opt(m.layer, isLayer),
 };
 
 function decodeWith<T>(bytes: Uint8Array, checks: Record<string, Check>): T {

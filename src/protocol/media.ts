@@ -14,6 +14,11 @@ export const Flag = {
   retransmission: 0x08,
   /** Dropping this frame breaks no later frame (e.g. a top temporal layer). */
   discardable: 0x40,
+  /**
+   * A copy the node sends only to probe a path's capacity (simulcast, docs/protocol.md §11):
+   * the receiver counts its bytes in its receive report and drops it.
+   */
+  padding: 0x80,
 } as const;
 const LAYER_SHIFT = 4;
 const LAYER_MASK = 0x30;
@@ -129,6 +134,16 @@ interface Pending {
   received: number;
   bytes: number;
   firstAt: number;
+  /** A newer frame was delivered first (counted in `lost`); a retransmission may still complete it. */
+  overtaken?: boolean;
+}
+
+/**
+ * One sequence space: (layer, source, track). Each simulcast layer numbers its frames on its
+ * own, so ordering, loss and nack state are kept per layer.
+ */
+export function streamKeyOf(h: Pick<MediaHeader, "flags" | "source" | "track">): number {
+  return (layerOf(h.flags) << 16) | (h.source << 8) | h.track;
 }
 
 /** Serial-number comparison for u32 sequences (RFC 1982 style). */
@@ -146,7 +161,7 @@ export interface ReassemblerOptions {
 }
 
 /**
- * Rebuilds frames from datagram fragments, per (source, track). Late and duplicate fragments
+ * Rebuilds frames from datagram fragments, per (source, track, layer). Late and duplicate fragments
  * are dropped; a frame older than the newest one delivered is never delivered. `lost` counts
  * frames given up on, which is the receiver's cue to ask for a keyframe.
  */
@@ -168,7 +183,7 @@ export class Reassembler {
   /** Feeds one datagram; returns the frame it completes, if any. */
   push(datagram: Uint8Array, now = Date.now()): MediaFrame | undefined {
     const h = readHeader(datagram);
-    const streamKey = (h.source << 8) | h.track;
+    const streamKey = streamKeyOf(h);
     const last = this.lastDelivered.get(streamKey);
     const resent = (h.flags & Flag.retransmission) !== 0;
     if (last !== undefined && !seqNewer(h.sequence, last) && !resent) {
@@ -185,7 +200,13 @@ export class Reassembler {
       p = { header: h, parts: new Array(h.fragmentCount), received: 0, bytes: 0, firstAt: now };
       this.pending.set(key, p);
     }
-    if (p.header.fragmentCount !== h.fragmentCount || p.parts[h.fragmentIndex]) return undefined;
+    if (p.header.fragmentCount !== h.fragmentCount) {
+      if (!resent) return undefined;
+      // Re-sent cut to another size (the path's datagram size shrank): start over with it.
+      p = { header: h, parts: new Array(h.fragmentCount), received: 0, bytes: 0, firstAt: now, overtaken: p.overtaken };
+      this.pending.set(key, p);
+    }
+    if (p.parts[h.fragmentIndex]) return undefined;
     p.parts[h.fragmentIndex] = body.slice();
     p.received++;
     p.bytes += body.length;
@@ -197,6 +218,7 @@ export class Reassembler {
     if (h.fragmentIndex === 0) p.header = h;
     if (p.received < h.fragmentCount) return undefined;
     this.pending.delete(key);
+    if (p.overtaken) this.lost--; // not lost after all
     const payload = new Uint8Array(p.bytes);
     let off = 0;
     for (const part of p.parts) {
@@ -212,7 +234,7 @@ export class Reassembler {
     for (const [key, p] of this.pending) {
       if (now - p.firstAt > this.timeoutMs) {
         this.pending.delete(key);
-        n++;
+        if (!p.overtaken) n++;
       }
     }
     this.lost += n;
@@ -226,13 +248,13 @@ export class Reassembler {
       return { header: { ...header, fragmentIndex: 0, fragmentCount: 1 }, payload };
     }
     this.lastDelivered.set(streamKey, header.sequence);
-    // Older incomplete frames of this track can no longer be delivered in order.
-    for (const [key, p] of this.pending) {
-      const pk = (p.header.source << 8) | p.header.track;
-      if (pk === streamKey && !seqNewer(p.header.sequence, header.sequence)) {
-        this.pending.delete(key);
-        this.lost++;
-      }
+    // Older incomplete frames of this track missed their turn: lost, unless a retransmission
+    // (asked for by nack) brings the fragments they lack. Their parts are kept until then, so
+    // a re-sent frame completes with the fragments it lacks instead of needing all of them again.
+    for (const p of this.pending.values()) {
+      if (p.overtaken || streamKeyOf(p.header) !== streamKey || seqNewer(p.header.sequence, header.sequence)) continue;
+      p.overtaken = true;
+      this.lost++;
     }
     return { header: { ...header, fragmentIndex: 0, fragmentCount: 1 }, payload };
   }
@@ -240,8 +262,8 @@ export class Reassembler {
   private dropOldest(): void {
     const first = this.pending.keys().next();
     if (!first.done) {
+      if (!this.pending.get(first.value)!.overtaken) this.lost++;
       this.pending.delete(first.value);
-      this.lost++;
     }
   }
 }

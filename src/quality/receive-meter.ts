@@ -20,8 +20,12 @@ export interface ReceiveReport {
 
 interface FrameTally { count: number; got: number; at: number }
 
+/** A stream silent this long that comes back further on was paused by the node, not lost, ms. */
+const RESUMED_AFTER_MS = 1000;
+
 interface TrackTally {
   highest?: number;
+  lastAt?: number;
   frames: Map<number, FrameTally>;
   skipped: Set<number>;
 }
@@ -33,10 +37,14 @@ export class ReceiveMeter {
   private received = 0;
   private started: number;
   private readonly tracks = new Map<number, TrackTally>();
-  private readonly baseline = new WindowMin(10_000);
-  private intervalMinOwd = Infinity;
+  /**
+   * One-way delay per stream (the `track` key: track and simulcast layer): each encoder adds
+   * its own latency between capture and sending (a 720p frame takes longer than a 360p one or
+   * an audio frame), so each stream has its own baseline, and jitter compares a stream's frames
+   * with each other.
+   */
+  private readonly owd = new Map<number, { baseline: WindowMin; intervalMin: number; last?: number; at: number }>();
   private jitter = 0;
-  private lastOwd?: number;
 
   constructor(now: number) {
     this.started = now;
@@ -53,12 +61,22 @@ export class ReceiveMeter {
     if (retransmission) return; // the path's loss is what the first copies met
     if (fragmentIndex === 0) {
       const owd = now - timestampUs / 1000;
-      if (owd < this.intervalMinOwd) this.intervalMinOwd = owd;
-      if (this.lastOwd !== undefined) this.jitter += (Math.abs(owd - this.lastOwd) - this.jitter) / 16;
-      this.lastOwd = owd;
+      let o = this.owd.get(track);
+      if (!o) this.owd.set(track, (o = { baseline: new WindowMin(10_000), intervalMin: Infinity, at: now }));
+      if (owd < o.intervalMin) o.intervalMin = owd;
+      if (o.last !== undefined) this.jitter += (Math.abs(owd - o.last) - this.jitter) / 16;
+      o.last = owd;
+      o.at = now;
     }
     let t = this.tracks.get(track);
     if (!t) this.tracks.set(track, (t = { frames: new Map(), skipped: new Set() }));
+    if (t.lastAt !== undefined && now - t.lastAt > RESUMED_AFTER_MS && t.highest !== undefined && seqNewer(sequence, t.highest)) {
+      // Silent for a while and then further on: the node stopped forwarding this stream (it
+      // sent another simulcast layer meanwhile) and started again. The frames between were
+      // never meant for us: not loss.
+      t.highest = (sequence - 1) >>> 0;
+    }
+    t.lastAt = now;
     let f = t.frames.get(sequence);
     if (!f) {
       if (t.highest !== undefined && !seqNewer(sequence, t.highest) && !t.frames.has(sequence)) {
@@ -106,11 +124,20 @@ export class ReceiveMeter {
         this.received += f.got;
       }
     }
-    let delayMs = 0;
-    if (this.intervalMinOwd !== Infinity) {
-      this.baseline.push(now, this.intervalMinOwd);
-      delayMs = Math.max(0, this.intervalMinOwd - (this.baseline.value ?? this.intervalMinOwd));
-    } else this.baseline.trim(now);
+    // A queue on the path delays every stream: the smallest rise over the streams heard in the
+    // interval is the queueing delay (one encoder's slow frames are not).
+    let delayMs = Infinity;
+    for (const [key, o] of this.owd) {
+      if (o.intervalMin !== Infinity) {
+        o.baseline.push(now, o.intervalMin);
+        delayMs = Math.min(delayMs, Math.max(0, o.intervalMin - (o.baseline.value ?? o.intervalMin)));
+        o.intervalMin = Infinity;
+      } else {
+        o.baseline.trim(now);
+        if (now - o.at > 10_000) this.owd.delete(key);
+      }
+    }
+    if (delayMs === Infinity) delayMs = 0;
     const r: ReceiveReport = {
       intervalMs: Math.max(1, now - this.started),
       bytes: this.bytes,
@@ -121,7 +148,6 @@ export class ReceiveMeter {
     };
     this.started = now;
     this.bytes = this.datagrams = this.expected = this.received = 0;
-    this.intervalMinOwd = Infinity;
     return r;
   }
 }

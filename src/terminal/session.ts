@@ -23,7 +23,7 @@ import {
 } from "../protocol/control.ts";
 import { FrameDecoder, frame as lengthFrame } from "../protocol/framing.ts";
 import {
-  encodeObject, Flag, fragmentFrame, HEADER_BYTES, readHeader, Reassembler, seqNewer, withLayer,
+  encodeObject, Flag, fragmentFrame, HEADER_BYTES, isKeyframe, layerOf, readHeader, Reassembler, seqNewer, streamKeyOf, withLayer,
   type MediaFrame, type MediaHeader,
 } from "../protocol/media.ts";
 import { fromBase64 } from "../bytes.ts";
@@ -56,6 +56,12 @@ export interface ConnectOptions {
   maxInFlight?: number;
   /** How long sent frames are kept for retransmission on a `nack`, ms (default 1000). */
   retransmitMs?: number;
+  /**
+   * Video datagrams that waited longer than this for the pacer are dropped, with the rest of
+   * their frame, instead of being sent late (default: never). After the target falls, a backlog
+   * of re-sent keyframes otherwise took the pacer over a second to drain.
+   */
+  maxVideoQueueMs?: number;
   /** How long a gap may stand before the missing frames are asked for again, ms (default: from the measured jitter). */
   nackDelayMs?: number;
   /** Most a frame is held waiting for a retransmission, ms, when timing follows the RTT (default 300). */
@@ -66,6 +72,12 @@ export interface ConnectOptions {
   audioRedundancy?: "auto" | "on" | "off";
   /** WebTransport constructor to use (default `globalThis.WebTransport`). */
   WebTransport?: typeof WebTransport;
+  /**
+   * QUIC congestion control hint (W3C `congestionControl`). "low-latency" (BBR in Deno/quinn)
+   * does not shrink its window on random loss: with the default (Cubic), 3% loss plus a
+   * bottleneck queue held media in QUIC's own send buffer for 0.5–1 s (bench:network).
+   */
+  congestionControl?: "default" | "throughput" | "low-latency";
 }
 
 export interface SendOptions {
@@ -74,7 +86,7 @@ export interface SendOptions {
   timestamp?: number;
   /** Send on the reliable stream (default: only frames too big for `maxDatagramFragments`). */
   reliable?: boolean;
-  /** Quality layer 0–3 (simulcast/SVC). */
+  /** Quality layer 0–3 (simulcast/SVC): each layer numbers its frames on its own. */
   layer?: number;
   /** Dropping this frame breaks no later frame. */
   discardable?: boolean;
@@ -92,8 +104,8 @@ export interface SessionEvents {
   "peer-left": { member: Member; reason: string };
   /** A whole frame; `header.source` is the publisher's slot. */
   frame: FrameEvent;
-  /** Someone asks this terminal for a keyframe on `track`. */
-  "keyframe-request": { track: number; from?: number };
+  /** Someone asks this terminal for a keyframe on `track` (`layer`: that simulcast layer only; none: every layer). */
+  "keyframe-request": { track: number; from?: number; layer?: number };
   "peer-stats": { from: number; report: Record<string, number | string> };
   signal: { kind: string; body?: unknown; from?: number };
   /** The node ended the consultation (reason, e.g. "consultationEnded"). */
@@ -105,7 +117,7 @@ export interface SessionEvents {
   /** The node's view of one direction between this terminal and another member (docs/protocol.md §10). */
   quality: QualityMessage;
   /** The node chose not to forward these frames: they will not come. */
-  skip: { source: number; track: number; sequences: number[]; discardable: boolean };
+  skip: { source: number; track: number; sequences: number[]; discardable: boolean; layer?: number };
 }
 
 export interface SessionCounters {
@@ -179,14 +191,20 @@ export class TerminalSession {
   private readonly listeners = new Map<string, Set<Listener<never>>>();
   private readonly sequences = new Map<number, number>();
   private readonly reassemblers = new Map<number, Reassembler>();
+  /** Order state per (layer, source, track): `streamKeyOf`. */
   private readonly orders = new Map<number, TrackOrder>();
-  /** Recently sent frames per track, for retransmission on `nack`. */
+  /** (source, track) → the simulcast layer being played; another layer takes over at its keyframe. */
+  private readonly activeLayer = new Map<number, number>();
+  /** Recently sent frames per track (and layer: track | layer << 8), for retransmission on `nack`. */
   private readonly history = new Map<number, Map<number, Sent>>();
   private readonly datagramWriter: Writer;
   private objectWriter?: Writer;
   private objectWriterOpening?: Promise<Writer | undefined>;
   private readonly audioQueue: Uint8Array[] = [];
   private readonly videoQueue: Uint8Array[] = [];
+  /** When each queued video datagram was queued (for `maxVideoQueueMs`). */
+  private readonly queuedAt = new WeakMap<Uint8Array, number>();
+  private readonly maxVideoQueueMs: number;
   private inFlight = 0;
   private paceTokens: number;
   private paceAt = performance.now();
@@ -248,6 +266,7 @@ export class TerminalSession {
     this.paceRate = opts.paceBytesPerSec ?? 6_000_000;
     this.maxInFlight = opts.maxInFlight ?? 64;
     this.retransmitMs = opts.retransmitMs ?? 1000;
+    this.maxVideoQueueMs = opts.maxVideoQueueMs ?? Infinity;
     this.paceTokens = this.burstBytes;
     const dg = wt.datagrams as WebTransportDatagramDuplexStream & { createWritable?: () => WritableStream<Uint8Array> };
     this.datagramWriter = (dg.createWritable ? dg.createWritable() : (dg.writable as WritableStream<Uint8Array>)).getWriter();
@@ -260,6 +279,7 @@ export class TerminalSession {
     if (!WT) throw new SessionError("connectFailed", "this runtime has no WebTransport");
     const timeoutMs = opts.timeoutMs ?? 10_000;
     const init: WebTransportOptions = {};
+    if (opts.congestionControl) init.congestionControl = opts.congestionControl;
     if (opts.certHashes?.length) {
       init.serverCertificateHashes = opts.certHashes.map((h) => ({ algorithm: "sha-256", value: fromBase64(h) as BufferSource }));
     }
@@ -355,24 +375,29 @@ export class TerminalSession {
   sendFrame(track: number, payload: Uint8Array, opts: SendOptions = {}): number {
     if (this.closedReason) throw new SessionError(this.closedReason, "the session is closed");
     if (!Number.isInteger(track) || track < 0 || track > 255) throw new RangeError("track must be 0..255");
-    const sequence = this.sequences.get(track) ?? 0;
-    this.sequences.set(track, (sequence + 1) >>> 0);
+    const layer = opts.layer ?? 0;
+    if (!Number.isInteger(layer) || layer < 0 || layer > 3) throw new RangeError("layer must be 0..3");
+    // Each simulcast layer has its own sequence space (and history for nacks).
+    const stream = track | (layer << 8);
+    const sequence = this.sequences.get(stream) ?? 0;
+    this.sequences.set(stream, (sequence + 1) >>> 0);
     let flags = 0;
     if (opts.keyframe) flags |= Flag.keyframe;
     if (opts.discardable) flags |= Flag.discardable;
     if (opts.layer) flags = withLayer(flags, opts.layer);
-    const room = this.maxDatagramSize - HEADER_BYTES;
+    const size = this.sendDatagramSize;
+    const room = size - HEADER_BYTES;
     const reliable = opts.reliable ?? Math.ceil(payload.length / room) > this.maxFragments;
     const header = { flags: reliable ? flags | Flag.reliable : flags, track, source: 0, sequence, timestamp: opts.timestamp ?? nowUs() };
     this.counters.framesSent++;
     // Every frame is kept briefly as a whole object: a receiver missing it asks with `nack`.
     const object = encodeObject({ ...header, flags: header.flags | Flag.reliable }, payload);
-    this.remember(track, sequence, object);
+    this.remember(stream, sequence, object);
     if (reliable) {
       this.sendObject(object);
     } else {
       const queue = track === 0 ? this.audioQueue : this.videoQueue;
-      const datagrams = fragmentFrame(header, payload, this.maxDatagramSize);
+      const datagrams = fragmentFrame(header, payload, size);
       if (track === 0) {
         // Redundancy: the previous audio frame goes again just ahead of this one, so a lost
         // copy is made good 20 ms later, in order, without a round trip.
@@ -380,6 +405,7 @@ export class TerminalSession {
         this.lastAudio = datagrams;
       }
       for (const d of datagrams) queue.push(d);
+      if (track !== 0 && this.maxVideoQueueMs !== Infinity) for (const d of datagrams) this.queuedAt.set(d, performance.now());
       // A queue several seconds deep is useless for live media: drop its oldest.
       const cap = 4096;
       if (queue.length > cap) this.counters.sendDropped += queue.splice(0, queue.length - cap).length;
@@ -396,6 +422,14 @@ export class TerminalSession {
 
   get paceBytesPerSec(): number {
     return this.paceRate;
+  }
+
+  /** Bytes of datagrams waiting for the pacer: an encoder skips frames while this is more than it can afford. */
+  get queuedBytes(): number {
+    let n = 0;
+    for (const d of this.audioQueue) n += d.length;
+    for (const d of this.videoQueue) n += d.length;
+    return n;
   }
 
   /** Whether audio goes out twice (see `audioRedundancy`). */
@@ -452,8 +486,8 @@ export class TerminalSession {
    * datagrams flagged `retransmission`, ahead of new video: a reliable stream would queue it
    * behind QUIC's congestion window and it would come after the receiver stopped waiting.
    */
-  private retransmit(track: number, sequences: number[]): void {
-    const h = this.history.get(track);
+  private retransmit(track: number, sequences: number[], layer = 0): void {
+    const h = this.history.get(track | (layer << 8));
     if (!h) return;
     const urgent: Uint8Array[] = [];
     for (const seq of sequences) {
@@ -462,18 +496,28 @@ export class TerminalSession {
       this.counters.retransmitted++;
       const header = readHeader(sent.object);
       const payload = sent.object.subarray(HEADER_BYTES);
-      const room = this.maxDatagramSize - HEADER_BYTES;
+      const room = this.sendDatagramSize - HEADER_BYTES;
       if (Math.ceil(payload.length / room) > this.maxFragments) {
         this.sendObject(sent.object);
         continue;
       }
       const flags = (header.flags & ~Flag.reliable) | Flag.retransmission;
-      for (const d of fragmentFrame({ ...header, flags }, payload, this.maxDatagramSize)) urgent.push(d);
+      for (const d of fragmentFrame({ ...header, flags }, payload, this.sendDatagramSize)) urgent.push(d);
     }
     if (!urgent.length) return;
     const queue = track === 0 ? this.audioQueue : this.videoQueue;
+    if (track !== 0 && this.maxVideoQueueMs !== Infinity) for (const d of urgent) this.queuedAt.set(d, performance.now());
     queue.unshift(...urgent);
     this.drain();
+  }
+
+  /**
+   * Size to fragment to: the group's, or less when this session's own transport lowered its path
+   * MTU (QUIC does after heavy loss); a bigger datagram would be refused without a word.
+   */
+  private get sendDatagramSize(): number {
+    const live = (this.wt.datagrams as { maxDatagramSize?: number }).maxDatagramSize;
+    return live && live > HEADER_BYTES + 64 && live < this.maxDatagramSize ? live : this.maxDatagramSize;
   }
 
   private get burstBytes(): number {
@@ -491,6 +535,16 @@ export class TerminalSession {
       const q = this.audioQueue.length ? this.audioQueue : this.videoQueue;
       const d = q[0];
       if (!d) break;
+      if (q === this.videoQueue && now - (this.queuedAt.get(d) ?? now) > this.maxVideoQueueMs) {
+        // Too late to be of use: drop it and the rest of its frame still queued.
+        q.shift();
+        this.counters.sendDropped++;
+        while (q[0] && q[0][1] === d[1] && q[0][2] === d[2] && q[0][4] === d[4] && q[0][5] === d[5] && q[0][6] === d[6] && q[0][7] === d[7]) {
+          q.shift();
+          this.counters.sendDropped++;
+        }
+        continue;
+      }
       if (this.paceTokens < d.length) {
         if (!this.paceTimer) {
           const wait = Math.max(1, Math.ceil(((d.length - this.paceTokens) * 1000) / this.paceRate));
@@ -634,10 +688,10 @@ export class TerminalSession {
         this.emit("peer-left", { member: msg.member, reason: msg.reason });
         return;
       case "keyframe-request":
-        this.emit("keyframe-request", { track: msg.track, from: msg.slot });
+        this.emit("keyframe-request", { track: msg.track, from: msg.slot, ...(msg.layer === undefined ? {} : { layer: msg.layer }) });
         return;
       case "nack":
-        this.retransmit(msg.track, msg.sequences);
+        this.retransmit(msg.track, msg.sequences, msg.layer ?? 0);
         return;
       case "peer-stats":
         this.emit("peer-stats", { from: msg.from, report: msg.report });
@@ -661,8 +715,8 @@ export class TerminalSession {
         this.emit("quality", msg);
         return;
       case "skip":
-        this.onSkip(msg.slot, msg.track, msg.sequences);
-        this.emit("skip", { source: msg.slot, track: msg.track, sequences: msg.sequences, discardable: msg.discardable });
+        this.onSkip(msg.slot, msg.track, msg.sequences, msg.layer ?? 0);
+        this.emit("skip", { source: msg.slot, track: msg.track, sequences: msg.sequences, discardable: msg.discardable, ...(msg.layer ? { layer: msg.layer } : {}) });
         return;
       case "ended":
         this.emit("ended", msg.reason);
@@ -689,7 +743,8 @@ export class TerminalSession {
         let meter = this.meters.get(source);
         if (!meter) this.meters.set(source, (meter = new ReceiveMeter(performance.timeOrigin + performance.now())));
         const dv = new DataView(value.buffer, value.byteOffset, HEADER_BYTES);
-        meter.onDatagram(value[2]!, dv.getUint32(4), dv.getUint16(10) || 1, value.length, dv.getFloat64(12), performance.timeOrigin + performance.now(), dv.getUint16(8), (value[1]! & Flag.retransmission) !== 0);
+        meter.onDatagram(value[2]! | (layerOf(value[1]!) << 8), dv.getUint32(4), dv.getUint16(10) || 1, value.length, dv.getFloat64(12), performance.timeOrigin + performance.now(), dv.getUint16(8), (value[1]! & (Flag.retransmission | Flag.padding)) !== 0);
+        if ((value[1]! & Flag.padding) !== 0) continue; // the node probing the path: counted, not media
       }
       let r = this.reassemblers.get(source);
       if (!r) this.reassemblers.set(source, (r = new Reassembler({ timeoutMs: 1000 })));
@@ -732,14 +787,27 @@ export class TerminalSession {
     }
   }
 
-  /** Puts frames of one (source, track) back in sequence order across both paths. */
+  /** Puts frames of one (source, track, layer) back in sequence order across both paths. */
   private order(f: MediaFrame): void {
-    const key = (f.header.source << 8) | f.header.track;
+    const key = streamKeyOf(f.header);
     let o = this.orders.get(key);
     if (!o) this.orders.set(key, (o = { held: new Map(), nacked: new Map(), skipped: new Set() }));
     const seq = f.header.sequence;
+    const active = this.activeLayer.get(key & 0xffff);
+    if (active !== undefined && key >> 16 !== active) {
+      // Another simulcast layer: the node switched this stream. It starts at its keyframe; its
+      // frames before that wait (the keyframe may come on the other path) but are never played.
+      if (!isKeyframe(f.header)) {
+        if (o.next === undefined || seqNewer(seq, o.next)) o.held.set(seq, f);
+        if (o.held.size > 64) o.held.delete(o.held.keys().next().value!);
+        return;
+      }
+      this.switchLayer(key, o, seq);
+    }
     if (o.next === undefined) {
-      // A fresh publisher starts at 0; otherwise wait a moment for earlier frames on the other path.
+      // A fresh publisher starts at 0 (its first frames missing are asked for like any gap: a
+      // lost first keyframe otherwise cost a keyframe round, 0.5–1 s of black at the start);
+      // otherwise wait a moment for earlier frames on the other path.
       if (seq === 0) o.next = 0;
       else {
         o.held.set(seq, f);
@@ -795,15 +863,16 @@ export class TerminalSession {
     }
     if (missing.length) {
       this.counters.nacked += missing.length;
-      this.sendControl({ t: "nack", track: key & 0xff, sequences: missing, slot: key >> 8 });
+      const layer = key >> 16;
+      this.sendControl({ t: "nack", track: key & 0xff, sequences: missing, slot: (key >> 8) & 0xff, ...(layer ? { layer } : {}) });
     }
     if (missing.length || waiting) o.nackTimer = setTimeout(() => this.nack(key), this.nackRetryMs);
   }
 
   /** Frames the node will not forward: the order goes on past them without waiting. */
-  private onSkip(source: number, track: number, sequences: number[]): void {
-    this.meters.get(source)?.onSkip(track, sequences);
-    const key = (source << 8) | track;
+  private onSkip(source: number, track: number, sequences: number[], layer = 0): void {
+    this.meters.get(source)?.onSkip(track | (layer << 8), sequences);
+    const key = (layer << 16) | (source << 8) | track;
     let o = this.orders.get(key);
     if (!o) this.orders.set(key, (o = { held: new Map(), nacked: new Map(), skipped: new Set() }));
     for (const s of sequences) {
@@ -846,15 +915,38 @@ export class TerminalSession {
   }
 
   private deliver(f: MediaFrame): void {
+    const stream = (f.header.source << 8) | f.header.track;
+    if (!this.activeLayer.has(stream)) this.activeLayer.set(stream, layerOf(f.header.flags));
     this.counters.framesReceived++;
     this.emit("frame", f);
+  }
+
+  /**
+   * The stream (source, track) goes on in the layer of `key` from its keyframe `seq`: the other
+   * layers' order state is dropped (their frames are older than the switch and would not decode).
+   */
+  private switchLayer(key: number, o: TrackOrder, seq: number): void {
+    this.activeLayer.set(key & 0xffff, key >> 16);
+    for (const [k, other] of this.orders) {
+      if (k === key || (k & 0xffff) !== (key & 0xffff)) continue;
+      clearTimeout(other.timer);
+      clearTimeout(other.nackTimer);
+      this.orders.delete(k);
+    }
+    for (const s of [...o.held.keys()]) if (seqNewer(seq, s)) o.held.delete(s);
+    clearTimeout(o.timer);
+    clearTimeout(o.nackTimer);
+    o.timer = o.nackTimer = undefined;
+    o.nacked.clear();
+    o.next = seq;
   }
 
   private resetSource(slot: number): void {
     this.reassemblers.delete(slot);
     this.meters.delete(slot);
+    for (const k of [...this.activeLayer.keys()]) if (k >> 8 === slot) this.activeLayer.delete(k);
     for (const [key, o] of this.orders) {
-      if (key >> 8 !== slot) continue;
+      if (((key >> 8) & 0xff) !== slot) continue;
       clearTimeout(o.timer);
       clearTimeout(o.nackTimer);
       this.orders.delete(key);

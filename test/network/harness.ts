@@ -3,6 +3,10 @@
 // synthetic media: audio frames every 20 ms and video frames whose sizes follow an encoder
 // model (keyframes ×5, two temporal layers: odd frames discardable) at the rung that
 // `chooseEncoding` gives for the node's target — or a fixed 720p when adaptation is off.
+// The adaptive sender behaves like a WebRTC one: it paces everything at the node's target,
+// skips encoding while the pacer holds more than 60 ms (pushback), drops video that waited
+// 250 ms for the pacer, goes up a rung only after 2.5 s, and asks QUIC for its "low-latency"
+// congestion control. (The temporal layers are flags only: `layer` means simulcast now.)
 // The receiver side runs the decode model (which frames a decoder could use) and counts
 // freezes, audio, delivered resolution and capture-to-delivery latency (one process, one clock).
 // Used by test/network/*.deno.test.ts and bench/network.ts. Runs under Deno.
@@ -20,10 +24,30 @@ export interface CallOptions {
   /** Profile changes during the call: at ms after start. */
   changes?: { atMs: number; profile: RelayProfile }[];
   seed?: number;
-  /** Bitrate the fixed (non-adaptive) sender uses and the adaptive one starts from, kbit/s. */
+  /**
+   * Bitrate the fixed (non-adaptive) sender uses (default 2500) and the adaptive one starts from
+   * (default 300, WebRTC's start rate: at 600 kbit/s and 2.5× pacing the start alone buried a
+   * 300 kbit/s uplink and the first reports with it), kbit/s.
+   */
   startKbps?: number;
   /** Called every 250 ms with the sender's state (timeline for assertions). */
   onSample?: (s: Sample) => void;
+  /** Per-frame events for diagnosis: what each sender sent and each receiver made of it. */
+  trace?: (e: TraceEvent) => void;
+}
+
+export interface TraceEvent {
+  /** ms since the sender (kind "sent") or the receiver (the others) started, one clock. */
+  atMs: number;
+  /** The publisher's slot. */
+  from: number;
+  kind: "sent" | "decoded" | "undecodable" | "skip" | "keyframe-request";
+  sequence?: number;
+  keyframe?: boolean;
+  discardable?: boolean;
+  bytes?: number;
+  /** Capture to delivery, ms. */
+  latencyMs?: number;
 }
 
 export interface Sample {
@@ -63,6 +87,10 @@ export interface CallResult {
   redundantSeen: boolean;
 }
 
+/** Pacer backlog above which the adaptive synthetic encoder skips a frame, ms. */
+const PUSHBACK_MS = 60;
+/** Time the target must allow a better rung before the adaptive encoder takes it, ms. */
+const UPGRADE_AFTER_MS = 2500;
 const nowMs = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -80,9 +108,10 @@ class SyntheticSender {
   private videoTimer?: ReturnType<typeof setTimeout>;
   private stopped = false;
   private rand: () => number;
+  private readonly t0 = nowMs();
 
   constructor(private readonly s: TerminalSession, private readonly o: CallOptions, seed: number) {
-    this.encoding = o.adaptive ? chooseEncoding(o.startKbps ?? 600, { maxHeight: 720 }) : { ...LADDER[1]!, bitrateKbps: o.startKbps ?? 2500 };
+    this.encoding = o.adaptive ? chooseEncoding(o.startKbps ?? 300, { maxHeight: 720 }) : { ...LADDER[1]!, bitrateKbps: o.startKbps ?? 2500 };
     let x = seed >>> 0 || 1;
     this.rand = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 4294967296);
     s.on("keyframe-request", ({ track }) => { if (track === Track.video) this.keyframePending = true; });
@@ -107,14 +136,32 @@ class SyntheticSender {
   }
 
   private applyPace(): void {
-    // Pace at 2.5× the encoder's rate (WebRTC's pacing factor): smooth, yet a keyframe leaves quickly.
-    if (this.o.adaptive) this.s.setPaceRate(Math.max(40_000, (this.encoding.bitrateKbps + 64) * 1000 / 8 * 2.5));
+    if (!this.o.adaptive) return;
+    // Pace at the node's target, the whole output (audio, keyframes, retransmissions) included:
+    // bursts above the bottleneck's rate queue there, the RTT grows, and QUIC's window then holds
+    // the media in its own buffer for hundreds of ms (measured: 0.5–1.4 s at 2.5× the encoder's
+    // rate, the earlier factor; 1.1× the target still overshot). Before the first target: 1.5×
+    // the encoder's rate.
+    const t = this.s.targetKbps;
+    const kbps = t !== undefined ? t : (this.encoding.bitrateKbps + 64) * 1.5;
+    this.s.setPaceRate(Math.max(12_000, (kbps * 1000) / 8));
   }
+
+  private upSince?: number;
 
   private adapt(): void {
     const target = this.s.targetKbps;
     if (target === undefined) return;
-    const next = chooseEncoding(target, { maxHeight: 720 });
+    let next = chooseEncoding(target, { maxHeight: 720 });
+    const rank = (e: Encoding) => LADDER.findIndex((r) => r.name === e.name);
+    // Down a rung at once, up only after the target has allowed it for a while (as WebRTC's
+    // resolution adaptation): a probe above the path's rate then costs no keyframe at a bigger
+    // resolution, which on a lossy bottleneck is what breaks the picture.
+    if (rank(next) < rank(this.encoding)) {
+      this.upSince ??= performance.now();
+      if (performance.now() - this.upSince < UPGRADE_AFTER_MS) next = { ...this.encoding, bitrateKbps: next.bitrateKbps };
+      else this.upSince = undefined;
+    } else this.upSince = undefined;
     if (next.name !== this.encoding.name) this.keyframePending = true; // a new resolution starts with a keyframe
     this.encoding = next;
     this.applyPace();
@@ -128,10 +175,18 @@ class SyntheticSender {
     this.audioSent++;
   }
 
+  pushedBack = 0;
+
   private video(): void {
     if (this.s.closed) return;
     const e = this.encoding;
     const now = performance.now();
+    // Encoder pushback (as WebRTC's): while the pacer holds more than PUSHBACK_MS of media, the
+    // frame is not encoded; sent, it would only arrive late.
+    if (this.o.adaptive && (this.s.queuedBytes * 1000) / this.s.paceBytesPerSec > PUSHBACK_MS) {
+      this.pushedBack++;
+      return;
+    }
     // Keyframes on request, at most every 300 ms (the encoder's own rate limit), and every 10 s.
     const key = (this.keyframePending && now - this.lastKeyframe > 300) || now - this.lastKeyframe > 10_000;
     if (key) {
@@ -150,7 +205,8 @@ class SyntheticSender {
     dv.setUint16(2, e.height);
     dv.setUint8(4, e.fps);
     dv.setUint16(5, this.chain);
-    this.s.sendFrame(Track.video, payload, { keyframe: key, discardable, layer: discardable ? 1 : 0, reliable: false });
+    const sequence = this.s.sendFrame(Track.video, payload, { keyframe: key, discardable, reliable: false });
+    this.o.trace?.({ atMs: nowMs() - this.t0, from: this.s.self.slot, kind: "sent", sequence, keyframe: key, discardable, bytes: size });
     this.frameNo++;
     this.videoSent++;
   }
@@ -168,10 +224,11 @@ class ReceiverProbe {
   keyframeRequests = 0;
   skipped = 0;
 
-  constructor(private readonly s: TerminalSession, private readonly from: number) {
+  constructor(private readonly s: TerminalSession, private readonly from: number, trace?: (e: TraceEvent) => void) {
     s.on("skip", (k) => {
       if (k.source !== from || k.track !== Track.video) return;
       for (const q of k.sequences) this.model.skipped(q, k.discardable);
+      for (const q of k.sequences) trace?.({ atMs: nowMs() - this.started, from, kind: "skip", sequence: q, discardable: k.discardable });
       this.skipped += k.sequences.length;
     });
     s.on("frame", ({ header, payload }) => {
@@ -184,6 +241,10 @@ class ReceiverProbe {
       const chain = payload.length >= 7 ? new DataView(payload.buffer, payload.byteOffset).getUint16(5) : undefined;
       const verdict = this.model.frame(header.sequence, (header.flags & Flag.keyframe) !== 0, (header.flags & Flag.discardable) !== 0, chain);
       const now = nowMs();
+      trace?.({
+        atMs: now - this.started, from, kind: verdict, sequence: header.sequence, keyframe: (header.flags & Flag.keyframe) !== 0,
+        discardable: (header.flags & Flag.discardable) !== 0, bytes: payload.length, latencyMs: now - header.timestamp / 1000,
+      });
       if (verdict === "decoded") {
         this.freeze.render(now);
         this.latencies.push(now - header.timestamp / 1000);
@@ -193,6 +254,7 @@ class ReceiverProbe {
         // What a decoder does when it cannot go on: ask for a keyframe (rate-limited).
         this.lastKeyReq = now;
         this.keyframeRequests++;
+        trace?.({ atMs: now - this.started, from, kind: "keyframe-request" });
         s.requestKeyframe(Track.video, from);
       }
     });
@@ -246,7 +308,10 @@ export class NetworkLab {
     const connectOpts = (relay: ImpairmentRelay): Partial<ConnectOptions> => ({
       url: `https://127.0.0.1:${relay.port}/v1/session`,
       timeoutMs: 15_000,
-      ...(o.adaptive ? {} : { reorderMs: 150, nackDelayMs: 25, audioRedundancy: "off" as const }),
+      // Adaptive: a frame re-sent later than the receiver waits (its latency budget) is wasted
+      // bytes on the bottleneck, so the sender keeps them for 400 ms instead of a second; and
+      // video that waited 250 ms for the pacer is dropped there rather than sent late.
+      ...(o.adaptive ? { congestionControl: "low-latency" as const, retransmitMs: 400, maxVideoQueueMs: 250 } : { reorderMs: 150, nackDelayMs: 25, audioRedundancy: "off" as const }),
     });
     let a: TerminalSession | undefined, b: TerminalSession | undefined;
     const senders: SyntheticSender[] = [];
@@ -258,8 +323,8 @@ export class NetworkLab {
       const sa = new SyntheticSender(a, o, seed);
       const sb = new SyntheticSender(b, o, seed + 1);
       senders.push(sa, sb);
-      const atB = new ReceiverProbe(b, a.self.slot);
-      const atA = new ReceiverProbe(a, b.self.slot);
+      const atB = new ReceiverProbe(b, a.self.slot, o.trace);
+      const atA = new ReceiverProbe(a, b.self.slot, o.trace);
       const t0 = performance.now();
       sa.start();
       sb.start();
