@@ -54,6 +54,9 @@ const MAX_IN_FLIGHT = 256;
 /** Prefix of the jti of a link member, so the node does not report it to the edge as a join. */
 export const CASCADE_JTI_PREFIX = "cascade:";
 
+/** `{ layer }` when there is one: absent and 0 differ for a keyframe request (every layer vs the lowest). */
+const withLayer = (layer: number | undefined): { layer?: number } => (layer === undefined ? {} : { layer });
+
 /** The relay's view of a terminal on the other node. */
 class CascadePeer implements RelayPeer {
   constructor(private readonly link: CascadeLink, private readonly att: Attachment, private readonly slot: number, private readonly remoteMax: number) {}
@@ -64,8 +67,9 @@ class CascadePeer implements RelayPeer {
   sendControl(msg: NodeMessage): void {
     // Only what a publisher on the other node must act on crosses; the rest (welcome,
     // connected, peer-joined, quality …) each node tells its own terminals itself.
-    if (msg.t === "keyframe-request") this.link.send({ t: "ask", tag: this.att.tag, from: msg.slot ?? 0, to: this.slot, track: msg.track });
-    else if (msg.t === "nack") this.link.send({ t: "ask", tag: this.att.tag, from: msg.slot, to: this.slot, track: msg.track, sequences: msg.sequences });
+    // The simulcast layer crosses as is (a keyframe-request without one means every layer).
+    if (msg.t === "keyframe-request") this.link.send({ t: "ask", tag: this.att.tag, from: msg.slot ?? 0, to: this.slot, track: msg.track, ...withLayer(msg.layer) });
+    else if (msg.t === "nack") this.link.send({ t: "ask", tag: this.att.tag, from: msg.slot, to: this.slot, track: msg.track, sequences: msg.sequences, ...withLayer(msg.layer) });
   }
   sendDatagram(bytes: Uint8Array): boolean {
     return this.link.sendDatagram(this.att.tag, bytes);
@@ -288,8 +292,8 @@ export class CascadeLink {
         const att = this.byTag.get(m.tag);
         const asker = att && [...att.remote.values()].find((x) => x.slot === m.from);
         if (!asker) return;
-        if (m.sequences) this.deps.relay.onControl(asker, { t: "nack", slot: m.to, track: m.track, sequences: m.sequences });
-        else this.deps.relay.onControl(asker, { t: "keyframe-request", track: m.track, slot: m.to });
+        if (m.sequences) this.deps.relay.onControl(asker, { t: "nack", slot: m.to, track: m.track, sequences: m.sequences, ...withLayer(m.layer) });
+        else this.deps.relay.onControl(asker, { t: "keyframe-request", track: m.track, slot: m.to, ...withLayer(m.layer) });
         return;
       }
     }

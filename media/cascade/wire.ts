@@ -15,8 +15,13 @@ export type LinkMessage =
   | { t: "refused"; tag: number; reason: string }
   /** A terminal of the group is (no longer) present on the sender's node, with the largest datagram it takes. */
   | { t: "member"; tag: number; terminalId: string; present: boolean; maxDatagramSize?: number }
-  /** Terminal `from` (on the sender's node) asks publisher `to` (on the receiver's) for a keyframe or retransmission. */
-  | { t: "ask"; tag: number; from: number; to: number; track: number; sequences?: number[] }
+  /**
+   * Terminal `from` (on the sender's node) asks publisher `to` (on the receiver's) for a keyframe
+   * (no `sequences`) or retransmission. `layer` is the simulcast layer, with the meaning it has in
+   * `keyframe-request` / `nack`: absent means every layer for a keyframe, layer 0 for a
+   * retransmission (what a peer that predates simulcast sends; such a peer ignores the field).
+   */
+  | { t: "ask"; tag: number; from: number; to: number; track: number; sequences?: number[]; layer?: number }
   | { t: "ping"; n: number }
   | { t: "pong"; n: number };
 
@@ -50,7 +55,8 @@ export function decodeLink(bytes: Uint8Array): LinkMessage {
       case "refused": return u16(m.tag) && typeof m.reason === "string";
       case "member": return u16(m.tag) && id(m.terminalId) && typeof m.present === "boolean" && (m.maxDatagramSize === undefined || (u16(m.maxDatagramSize) && (m.maxDatagramSize as number) >= 200));
       case "ask": return u16(m.tag) && u8(m.from) && u8(m.to) && u8(m.track) &&
-        (m.sequences === undefined || (Array.isArray(m.sequences) && m.sequences.length <= 256 && m.sequences.every((s) => Number.isInteger(s) && s >= 0 && s <= 0xffffffff)));
+        (m.sequences === undefined || (Array.isArray(m.sequences) && m.sequences.length <= 256 && m.sequences.every((s) => Number.isInteger(s) && s >= 0 && s <= 0xffffffff))) &&
+        (m.layer === undefined || (Number.isInteger(m.layer) && (m.layer as number) >= 0 && (m.layer as number) <= 3));
       case "ping": case "pong": return Number.isInteger(m.n);
       default: return false;
     }

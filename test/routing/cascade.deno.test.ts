@@ -127,6 +127,42 @@ t("a second group of the same pair shares the one link; a leave crosses it", asy
   assert.is((await left).member.terminalId, g.members[1]!.terminalId);
 });
 
+t("simulcast: a layer-1 nack and keyframe-request cross the link with their layer", async () => {
+  const g = await cascadedGroup();
+  const a = await A.connect(await A.token(g, 0));
+  const connA = once(a, "connected");
+  const b = await B.connect(await B.token(g, 1));
+  const connB = once(b, "connected");
+  open.push(a, b);
+  await Promise.all([connA, connB]);
+  const aSlot = a.self.slot;
+  const bSlot = b.self.slot;
+  const asked: { from?: number; layer?: number }[] = [];
+  a.on("keyframe-request", (k) => { if (k.track === Track.video) asked.push(k); });
+  // `a` publishes layer 1 only: it keeps no layer-0 history, so only a nack that arrives with
+  // layer 1 can be answered (one that lost its layer on the link asks for layer 0 in vain).
+  let heard = 0;
+  b.on("frame", (f) => { if (f.header.source === aSlot && f.header.track === Track.video) heard++; });
+  for (let i = 0; i < 6; i++) {
+    a.sendFrame(Track.video, payload(3, i, 600), { keyframe: i === 0, layer: 1 });
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const until = async (done: () => boolean, ms = 4000) => {
+    const deadline = Date.now() + ms;
+    while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+  };
+  await until(() => heard >= 6);
+  const before = a.counters.retransmitted;
+  // The terminal SDK sends nacks only for frames it misses (none on loopback), so the test
+  // sends the control message a terminal would: the session's own control writer.
+  (b as any).sendControl({ t: "nack", slot: aSlot, track: Track.video, sequences: [2, 3], layer: 1 });
+  await until(() => a.counters.retransmitted >= before + 2);
+  assert.is(a.counters.retransmitted - before, 2, "a's node handed a the nack with layer 1");
+  (b as any).sendControl({ t: "keyframe-request", slot: aSlot, track: Track.video, layer: 1 });
+  await until(() => asked.some((k) => k.from === bSlot && k.layer === 1));
+  assert.ok(asked.some((k) => k.from === bSlot && k.layer === 1), `keyframe requests a got: ${JSON.stringify(asked)}`);
+});
+
 t("node-to-node authentication: a token for another group, node or edge key is refused", async () => {
   const g = await A.group();
   await B.api("POST", "/v1/groups", { ...g, clinicId: "cln_test", expiresAt: Date.now() + 3600_000 });
