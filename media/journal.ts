@@ -4,19 +4,10 @@
 // are read back, in order and with their ids (the edge de-duplicates by id, so a re-send is
 // harmless). Only the listed event fields are ever written: ids, types and times, never a token
 // or patient data. The file itself is behind `JournalStore` (media/journal-file.ts on Deno).
-import type { RelayEventType } from "./relay/relay.ts";
+import type { RelayEvent, RelayEventType } from "./relay/relay.ts";
 
-/** An event as queued for the edge (media/reporter.ts). */
-export interface JournaledEvent {
-  id: string;
-  type: RelayEventType;
-  consultationId: string;
-  groupId: string;
-  terminalId?: string;
-  jti?: string;
-  reason?: string;
-  at: number;
-}
+/** An event as queued for the edge (media/reporter.ts): a relay event with its id. */
+export type JournaledEvent = RelayEvent & { id: string };
 
 /** Where the lines go; appends happen one at a time, in order. */
 export interface JournalStore {

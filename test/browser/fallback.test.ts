@@ -22,7 +22,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startStack, type Stack } from "../../scripts/stack.ts";
 import { ImpairmentRelay, PROFILES } from "../support/impairment-relay.ts";
-import { joinUrlOf, launchChromium, newConsultation, newPage, openAndJoin, sleep, stackLog, stats, waitState } from "./support.ts";
+import { joinUrlOf, launchChromium, newConsultation, newPage, openAndJoin, sleep, stackLog, stats, waitState, routeNodeThrough } from "./support.ts";
 
 const t = suite("browser call with UDP blocked: TCP fallback");
 let stack: Stack;
@@ -59,14 +59,8 @@ async function page(tag: string): Promise<Page> {
 }
 
 /** Rewrites the node's QUIC URL in GET /v1/join to the relay that drops all UDP. */
-async function blockUdp(p: Page): Promise<void> {
-  await p.route("**/v1/join", async (route) => {
-    const res = await route.fetch();
-    const body = await res.json();
-    body.node.url = body.node.url.replace(`:${stack.node.port}/`, `:${relay.port}/`);
-    for (const c of body.candidates ?? []) c.url = c.url.replace(`:${stack.node.port}/`, `:${relay.port}/`);
-    await route.fulfill({ response: res, json: body });
-  });
+function blockUdp(p: Page): Promise<void> {
+  return routeNodeThrough(p, stack.node.port, relay.port, { candidates: true });
 }
 
 /**

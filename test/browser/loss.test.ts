@@ -12,7 +12,7 @@ import * as assert from "uvu/assert";
 import type { Browser } from "playwright-core";
 import { startStack, type Stack } from "../../scripts/stack.ts";
 import { ImpairmentRelay } from "../support/impairment-relay.ts";
-import { joinUrlOf, launchChromium, newConsultation, newPage, openAndJoin, sleep, stackLog, stats, waitState } from "./support.ts";
+import { joinUrlOf, launchChromium, newConsultation, newPage, openAndJoin, sleep, stackLog, stats, waitState, routeNodeThrough } from "./support.ts";
 
 const t = suite("browser call through 3 % downlink loss");
 let stack: Stack;
@@ -38,12 +38,7 @@ t("video recovers from lost frames (re-sent on nack, else keyframes) and keeps p
   const c = await newConsultation(stack.edgeUrl, stack.clinicApiKey);
   const a = await newPage(browser);
   const b = await newPage(browser);
-  await b.route("**/v1/join", async (route) => {
-    const res = await route.fetch();
-    const body = await res.json();
-    body.node.url = body.node.url.replace(`:${stack.node.port}/`, `:${relay.port}/`);
-    await route.fulfill({ response: res, json: body });
-  });
+  await routeNodeThrough(b, stack.node.port, relay.port);
   await openAndJoin(a, joinUrlOf(c, "requester"));
   await openAndJoin(b, joinUrlOf(c, "consultant"));
   assert.is(await waitState(b, ["call", "error"], 30_000), "call");
@@ -73,12 +68,7 @@ t("2 s of 35 % downlink loss, then clean: video is back at ≥ 10 fps within 5 s
   const c = await newConsultation(stack.edgeUrl, stack.clinicApiKey);
   const a = await newPage(browser);
   const b = await newPage(browser);
-  await b.route("**/v1/join", async (route) => {
-    const res = await route.fetch();
-    const body = await res.json();
-    body.node.url = body.node.url.replace(`:${stack.node.port}/`, `:${heavy.port}/`);
-    await route.fulfill({ response: res, json: body });
-  });
+  await routeNodeThrough(b, stack.node.port, heavy.port);
   await openAndJoin(a, joinUrlOf(c, "requester"));
   await openAndJoin(b, joinUrlOf(c, "consultant"));
   assert.is(await waitState(b, ["call", "error"], 30_000), "call");

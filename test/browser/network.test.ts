@@ -9,7 +9,7 @@ import * as assert from "uvu/assert";
 import type { Browser } from "playwright-core";
 import { startStack, type Stack } from "../../scripts/stack.ts";
 import { ImpairmentRelay, PROFILES } from "../support/impairment-relay.ts";
-import { joinUrlOf, launchChromium, newConsultation, newPage, openAndJoin, sleep, stackLog, stats, waitState } from "./support.ts";
+import { joinUrlOf, launchChromium, newConsultation, newPage, openAndJoin, sleep, stackLog, stats, waitState, routeNodeThrough } from "./support.ts";
 
 const t = suite("browser call with a 1 Mbit/s uplink");
 let stack: Stack;
@@ -32,12 +32,7 @@ t("the requester's encoder follows the node's target under the bottleneck; the c
   const c = await newConsultation(stack.edgeUrl, stack.clinicApiKey);
   const a = await newPage(browser);
   const b = await newPage(browser);
-  await a.route("**/v1/join", async (route) => {
-    const res = await route.fetch();
-    const body = await res.json();
-    body.node.url = body.node.url.replace(`:${stack.node.port}/`, `:${relay.port}/`);
-    await route.fulfill({ response: res, json: body });
-  });
+  await routeNodeThrough(a, stack.node.port, relay.port);
   await openAndJoin(a, joinUrlOf(c, "requester"));
   await openAndJoin(b, joinUrlOf(c, "consultant"));
   assert.is(await waitState(a, ["call", "error"], 30_000), "call");

@@ -11,7 +11,7 @@ import * as assert from "uvu/assert";
 import type { Browser, Page } from "playwright-core";
 import { startStack, type Stack } from "../../scripts/stack.ts";
 import { ImpairmentRelay, PROFILES } from "../support/impairment-relay.ts";
-import { joinUrlOf, launchChromium, newConsultation, newPage, openAndJoin, sleep, stackLog, stats, waitState } from "./support.ts";
+import { joinUrlOf, launchChromium, newConsultation, newPage, openAndJoin, sleep, stackLog, stats, waitState, routeNodeThrough } from "./support.ts";
 
 const t = suite("browser simulcast");
 let stack: Stack;
@@ -70,12 +70,7 @@ async function until(page: Page, ok: (s: any) => boolean, timeoutMs: number): Pr
 t("the thin side decodes the 360p layer while the other decodes 720p, and climbs back when the limit lifts", async () => {
   const c = await newConsultation(stack.edgeUrl, stack.clinicApiKey);
   const [a, b] = await twoPages();
-  await a.route("**/v1/join", async (route) => {
-    const res = await route.fetch();
-    const body = await res.json();
-    body.node.url = body.node.url.replace(`:${stack.node.port}/`, `:${relay.port}/`);
-    await route.fulfill({ response: res, json: body });
-  });
+  await routeNodeThrough(a, stack.node.port, relay.port);
   await openAndJoin(a, joinUrlOf(c, "requester"));
   await openAndJoin(b, joinUrlOf(c, "consultant"));
   assert.is(await waitState(a, ["call", "error"], 30_000), "call");
@@ -139,12 +134,7 @@ t("a 300 kbit/s uplink publishes one layer only; the other side still gets video
   relay.setProfile(PROFILES["300 kbit/s uplink"]!);
   const c = await newConsultation(stack.edgeUrl, stack.clinicApiKey);
   const [a, b] = await twoPages();
-  await a.route("**/v1/join", async (route) => {
-    const res = await route.fetch();
-    const body = await res.json();
-    body.node.url = body.node.url.replace(`:${stack.node.port}/`, `:${relay.port}/`);
-    await route.fulfill({ response: res, json: body });
-  });
+  await routeNodeThrough(a, stack.node.port, relay.port);
   await openAndJoin(a, joinUrlOf(c, "requester"));
   await openAndJoin(b, joinUrlOf(c, "consultant"));
   assert.is(await waitState(a, ["call", "error"], 30_000), "call");

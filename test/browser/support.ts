@@ -60,12 +60,36 @@ export async function newPage(browser: Browser, log?: (line: string) => void): P
 }
 
 export async function waitState(page: Page, states: string[], timeoutMs = 20_000): Promise<string> {
-  await page.waitForFunction((s) => s.includes((window as any).__huizhen?.state), states, { timeout: timeoutMs, polling: 100 });
+  try {
+    await page.waitForFunction((s) => s.includes((window as any).__huizhen?.state), states, { timeout: timeoutMs, polling: 100 });
+  } catch (err) {
+    // Say where the page got stuck: its state and its last events (no tokens in them).
+    const seen = await page.evaluate(() => {
+      const h = (window as any).__huizhen;
+      return h ? { state: h.state, events: (h.events ?? []).slice(-12).map((e: any) => `${e.type}${e.detail === undefined ? "" : ` ${JSON.stringify(e.detail).slice(0, 160)}`}`) } : undefined;
+    }).catch(() => undefined);
+    throw new Error(`page not in ${states.join("/")} within ${timeoutMs} ms: ${JSON.stringify(seen)} (${(err as Error).message.split("\n")[0]})`);
+  }
   return page.evaluate(() => (window as any).__huizhen.state as string);
 }
 
 export async function stats(page: Page): Promise<any> {
   return page.evaluate(() => (window as any).__huizhen.stats());
+}
+
+/**
+ * Sends the page's QUIC session to `relayPort` (an impairment relay) instead of the node's own
+ * port: GET /v1/join is rewritten on its way to the page. `candidates` rewrites the pre-join
+ * probe targets too.
+ */
+export async function routeNodeThrough(page: Page, nodePort: number, relayPort: number, opts: { candidates?: boolean } = {}): Promise<void> {
+  await page.route("**/v1/join", async (route) => {
+    const res = await route.fetch();
+    const body = await res.json();
+    body.node.url = body.node.url.replace(`:${nodePort}/`, `:${relayPort}/`);
+    if (opts.candidates) for (const c of body.candidates ?? []) c.url = c.url.replace(`:${nodePort}/`, `:${relayPort}/`);
+    await route.fulfill({ response: res, json: body });
+  });
 }
 
 /** Open a join URL and click through to the call (or the waiting room). */

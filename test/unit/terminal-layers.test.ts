@@ -5,77 +5,18 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { TerminalSession, type FrameEvent } from "../../src/terminal/session.ts";
-import { decodeTerminalMessage, encodeControl, type NodeMessage, type TerminalMessage } from "../../src/protocol/control.ts";
-import { frame, FrameDecoder } from "../../src/protocol/framing.ts";
+import type { TerminalMessage } from "../../src/protocol/control.ts";
+import { frame } from "../../src/protocol/framing.ts";
 import { encodeObject, Flag, fragmentFrame, layerOf, readHeader, withLayer } from "../../src/protocol/media.ts";
+import { ScriptedNode } from "../support/scripted-node.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function pipe<T>() {
-  let ctl!: ReadableStreamDefaultController<T>;
-  const readable = new ReadableStream<T>({ start: (c) => { ctl = c; } });
-  return { readable, push: (v: T) => ctl.enqueue(v) };
-}
-
-class FakeNode {
-  readonly fromTerminal: TerminalMessage[] = [];
-  readonly sent: Uint8Array[] = [];
-  control = pipe<Uint8Array>();
-  datagrams = pipe<Uint8Array>();
-  incomingUni = pipe<ReadableStream<Uint8Array>>();
-  objects?: ReturnType<typeof pipe<Uint8Array>>;
-  readonly WebTransport: typeof WebTransport;
-
-  constructor() {
-    const node = this;
-    const dec = new FrameDecoder();
-    class FakeWT {
-      ready = Promise.resolve();
-      closed = new Promise<WebTransportCloseInfo>(() => {});
-      datagrams = {
-        maxDatagramSize: 1200,
-        readable: node.datagrams.readable,
-        writable: new WritableStream<Uint8Array>({ write: (d) => { node.sent.push(d); } }),
-      };
-      incomingUnidirectionalStreams = node.incomingUni.readable;
-      incomingBidirectionalStreams = new ReadableStream();
-      constructor(readonly url: string) {}
-      async createBidirectionalStream() {
-        return {
-          readable: node.control.readable,
-          writable: new WritableStream<Uint8Array>({
-            write: (chunk) => {
-              for (const f of dec.push(chunk)) {
-                const m = decodeTerminalMessage(f);
-                node.fromTerminal.push(m);
-                if (m.t === "join") {
-                  node.send({
-                    t: "welcome", v: 1, sessionId: "s1", consultationId: "c1", groupId: "g1",
-                    self: { terminalId: "t1", role: "requester", slot: 1 }, members: [], maxDatagramSize: 1200, pingIntervalMs: 60_000,
-                  });
-                }
-              }
-            },
-          }),
-        };
-      }
-      close() {}
-    }
-    this.WebTransport = FakeWT as unknown as typeof WebTransport;
-  }
-
-  send(msg: NodeMessage) {
-    this.control.push(frame(encodeControl(msg)));
-  }
-
+class FakeNode extends ScriptedNode {
   /** A video frame of slot 2 in `layer`, as a reliable object (how a big keyframe travels). */
   videoObject(layer: number, seq: number, key: boolean, size: number) {
-    if (!this.objects) {
-      this.objects = pipe<Uint8Array>();
-      this.incomingUni.push(this.objects.readable);
-    }
     const flags = withLayer((key ? Flag.keyframe : 0) | Flag.reliable, layer);
-    this.objects.push(frame(encodeObject({ flags, track: 1, source: 2, sequence: seq, timestamp: 1000 + seq }, new Uint8Array(size))));
+    this.pushObject(frame(encodeObject({ flags, track: 1, source: 2, sequence: seq, timestamp: 1000 + seq }, new Uint8Array(size))));
   }
 
   /** A video frame of slot 2 in `layer`, as datagrams. */
@@ -159,10 +100,10 @@ test("sending: each layer numbers its frames; a nack names the layer it wants ag
   assert.is(s.sendFrame(1, new Uint8Array(100)), 1);
   assert.throws(() => s.sendFrame(1, new Uint8Array(10), { layer: 4 }), /layer/);
   await sleep(10);
-  const before = node.sent.length;
+  const before = node.sentDatagrams.length;
   node.send({ t: "nack", track: 1, sequences: [1], slot: 3, layer: 1 });
   await sleep(10);
-  const resent = node.sent.slice(before).map(readHeader);
+  const resent = node.sentDatagrams.slice(before).map(readHeader);
   assert.is(resent.length, 1);
   assert.is(layerOf(resent[0]!.flags), 1);
   assert.ok(resent[0]!.flags & Flag.retransmission);
