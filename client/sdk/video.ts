@@ -454,8 +454,12 @@ export class VideoReceiver {
     if (!p) return;
     if (layer !== this.layer) {
       // The node moved us to another layer: its own sequence space, entered at a keyframe
-      // (the decoder is reconfigured below when the size differs).
-      if (!p.keyframe) return;
+      // (the decoder is reconfigured below when the size differs). Its keyframe may have been
+      // lost on the way: ask again rather than wait silently for the next one.
+      if (!p.keyframe) {
+        this.events.needKeyframe();
+        return;
+      }
       this.layer = layer;
       this.layerSwitches++;
       this.lastSeq = undefined;
