@@ -800,6 +800,12 @@ export class TerminalSession {
       if (!isKeyframe(f.header)) {
         if (o.next === undefined || seqNewer(seq, o.next)) o.held.set(seq, f);
         if (o.held.size > 64) o.held.delete(o.held.keys().next().value!);
+        // Its keyframe may have been lost: nothing of this layer can play without one, so ask
+        // (the node asks the publisher for the layer it switches us to), again while it is missing.
+        o.timer ??= setTimeout(() => {
+          o.timer = undefined;
+          if (this.activeLayer.get(key & 0xffff) !== key >> 16) this.requestKeyframe(f.header.track, f.header.source);
+        }, this.reorderMs);
         return;
       }
       this.switchLayer(key, o, seq);

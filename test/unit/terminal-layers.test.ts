@@ -66,6 +66,30 @@ test("a switch to another layer starts at its keyframe; the old layer's late fra
   await s.leave();
 });
 
+test("a switch whose keyframe was lost asks for one, again while it is missing, then plays", async () => {
+  const { node, s, got } = await open({ reorderMs: 60, nackDelayMs: 20 });
+  node.video(0, 0, { key: true });
+  node.video(0, 1);
+  await sleep(10);
+  // The node moved us to layer 1; its keyframe (seq 40) never arrives, only its deltas.
+  for (let seq = 41; seq < 47; seq++) {
+    node.video(1, seq);
+    await sleep(30);
+  }
+  const asks = node.fromTerminal.filter((m) => m.t === "keyframe-request") as Extract<TerminalMessage, { t: "keyframe-request" }>[];
+  assert.ok(asks.length >= 2, `asked for a keyframe and asked again (${asks.length})`);
+  assert.equal({ track: asks[0]!.track, slot: asks[0]!.slot }, { track: 1, slot: 2 });
+  assert.equal(got, ["0:0", "0:1"], "nothing of layer 1 played without its keyframe");
+  node.video(1, 47, { key: true });
+  node.video(1, 48);
+  await sleep(10);
+  assert.equal(got.slice(2), ["1:47", "1:48"]);
+  const n = node.fromTerminal.filter((m) => m.t === "keyframe-request").length;
+  await sleep(150);
+  assert.is(node.fromTerminal.filter((m) => m.t === "keyframe-request").length, n, "no more asking once it plays");
+  await s.leave();
+});
+
 test("a gap within a layer is asked for in that layer; a skip of that layer passes it", async () => {
   const { node, s, got } = await open({ reorderMs: 1000, nackDelayMs: 10 });
   node.video(1, 0, { key: true });
