@@ -332,6 +332,8 @@ async function join() {
       audioContext,
       codec: params.get("codec") ?? undefined,
       cpuAdaptation: params.get("adapt") !== "0",
+      // `?simulcast=0`: one layer only (e.g. to measure one resolution end to end).
+      simulcast: params.get("simulcast") !== "0",
       fallbackUrl: info.node.fallbackUrl,
       connector: new Connector({
         fallback: WebSocketTransport,
