@@ -12,7 +12,7 @@
 //
 // No network code of its own beyond the constructors it is given: the decision logic runs with
 // fake constructors in the unit tests (test/unit/connect-ladder.test.ts).
-import { fromBase64 } from "../../src/bytes.ts";
+import { pinnedCertificates } from "../../src/terminal/pinning.ts";
 import { closeReasonOf } from "../../src/protocol/codes.ts";
 
 export type Rung = "quic" | "websocket";
@@ -55,11 +55,6 @@ export class LadderError extends Error {
   constructor(readonly attempts: { rung: Rung; error: string }[]) {
     super(`no way to the media node: ${attempts.map((a) => `${a.rung}: ${a.error}`).join("; ") || "nothing to try"}`);
   }
-}
-
-function hashOptions(certHashes?: string[]): WebTransportOptions {
-  if (!certHashes?.length) return {};
-  return { serverCertificateHashes: certHashes.map((h) => ({ algorithm: "sha-256", value: fromBase64(h) as BufferSource })) };
 }
 
 function closeQuietly(wt: WebTransport | undefined): void {
@@ -133,7 +128,7 @@ export function openLadder(target: LadderTarget, opts: LadderOptions = {}): Prom
     if (!opts.skipQuic && native) {
       pending++;
       try {
-        quic = new native(target.url, hashOptions(target.certHashes));
+        quic = new native(target.url, pinnedCertificates(target.certHashes));
       } catch (err) {
         quic = undefined;
         failed("quic", err);

@@ -1,6 +1,6 @@
 // What happens before a call: browser support, the edge's view of the token (GET /v1/join, which
 // does not use the token up), camera/microphone access, and a network check to the media node.
-import { fromBase64 } from "../../src/bytes.ts";
+import { pinnedCertificates } from "../../src/terminal/pinning.ts";
 import { probeNodes, probeUrlOf, type PathMeasurementReport, type ProbeOptions } from "../../src/terminal/probe.ts";
 import { HuizhenError, reasonOfEdgeCode } from "./errors.ts";
 import { videoConstraints } from "./call.ts";
@@ -94,11 +94,6 @@ export async function openLocalMedia(opts: { videoDeviceId?: string; audioDevice
   }
 }
 
-export function certHashOptions(certHashes: string[] | undefined): WebTransportHash[] | undefined {
-  if (!certHashes?.length) return undefined;
-  return certHashes.map((h) => ({ algorithm: "sha-256", value: fromBase64(h) as BufferSource }));
-}
-
 export interface NetworkCheck {
   ok: boolean;
   /** QUIC + HTTP/3 handshake to the node, ms. */
@@ -114,8 +109,7 @@ export async function probeNode(url: string, certHashes?: string[], timeoutMs = 
   const t0 = performance.now();
   let wt: WebTransport | undefined;
   try {
-    const hashes = certHashOptions(certHashes);
-    wt = new WebTransport(url, hashes ? { serverCertificateHashes: hashes } : {});
+    wt = new WebTransport(url, pinnedCertificates(certHashes));
     wt.closed.catch(() => undefined);
     await Promise.race([
       wt.ready,

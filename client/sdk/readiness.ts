@@ -7,8 +7,8 @@
 // Limits, said in the report too: the uplink figure comes from one burst of a few hundred
 // datagrams (~0.4 MB, ≤ 0.3 s). It shows what the path takes in a short burst, not what it
 // sustains; a path faster than the burst can show is reported as "at least".
-import { fromBase64 } from "../../src/bytes.ts";
-import { probeUrlOf, summarise } from "../../src/terminal/probe.ts";
+import { pinnedCertificates } from "../../src/terminal/pinning.ts";
+import { probeDatagram, probeUrlOf, readProbeEcho, summarise } from "../../src/terminal/probe.ts";
 import type { Rung } from "./connect.ts";
 
 export interface RungCheck {
@@ -141,8 +141,6 @@ export interface ReadinessOptions {
   burstMs?: number;
 }
 
-const MAGIC = [0x48, 0x5a, 0x50, 0x31]; // "HZP1", as src/terminal/probe.ts
-
 interface Opened {
   wt: WebTransport;
   handshakeMs: number;
@@ -155,7 +153,7 @@ async function open(WT: typeof WebTransport, url: string, certHashes: string[] |
   const t0 = performance.now();
   let wt: WebTransport;
   try {
-    wt = new WT(url, certHashes?.length ? { serverCertificateHashes: certHashes.map((h) => ({ algorithm: "sha-256", value: fromBase64(h) as BufferSource })) } : {});
+    wt = new WT(url, pinnedCertificates(certHashes));
   } catch (err) {
     return { error: err instanceof Error ? err.message : String(err) };
   }
@@ -180,22 +178,11 @@ async function open(WT: typeof WebTransport, url: string, certHashes: string[] |
     for (;;) {
       const { value, done } = await reader.read();
       if (done || !value) return;
-      if (value.length < 16 || MAGIC.some((b, i) => value[i] !== b)) continue;
-      const view = new DataView(value.buffer, value.byteOffset, value.byteLength);
-      const seq = view.getUint32(4);
-      if (!echoes.has(seq)) echoes.set(seq, { sentAt: view.getFloat64(8), at: performance.now() });
+      const echo = readProbeEcho(value);
+      if (echo && !echoes.has(echo.seq)) echoes.set(echo.seq, { sentAt: echo.sentAt, at: performance.now() });
     }
   })().catch(() => {});
   return { wt, handshakeMs, writer, echoes };
-}
-
-function datagram(seq: number, size: number): Uint8Array {
-  const d = new Uint8Array(Math.max(16, size));
-  d.set(MAGIC);
-  const view = new DataView(d.buffer);
-  view.setUint32(4, seq);
-  view.setFloat64(8, performance.now());
-  return d;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -203,7 +190,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Round-trip probes: `count` small datagrams 10 ms apart, then a short wait for the last. */
 async function roundTrips(o: Opened, count: number): Promise<number[]> {
   for (let seq = 0; seq < count; seq++) {
-    o.writer.write(datagram(seq, 16)).catch(() => {});
+    o.writer.write(probeDatagram(seq)).catch(() => {});
     await sleep(10);
   }
   await sleep(250);
@@ -221,7 +208,7 @@ async function uplinkBurst(o: Opened, over: Rung, first: number, count: number, 
   let sent = 0;
   for (; sent < count && performance.now() - t0 < maxMs; sent++) {
     await o.writer.ready;
-    o.writer.write(datagram(first + sent, size)).catch(() => {});
+    o.writer.write(probeDatagram(first + sent, size)).catch(() => {});
     // Let the event loop breathe every few writes, so echoes are timed as they come.
     if (sent % 16 === 15) await sleep(0);
   }

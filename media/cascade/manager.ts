@@ -4,7 +4,7 @@
 // `/v1/cascade` sessions and lets a group attach only with a valid token naming this node as
 // listener and a group it holds. Local terminals' joins and leaves are announced to the link.
 import type { JWTVerifyGetKey } from "jose";
-import { fromBase64 } from "../../src/bytes.ts";
+import { pinnedCertificates } from "../../src/terminal/pinning.ts";
 import { verifyCascadeToken } from "../../src/token/cascade.ts";
 import type { Relay, RelayEvent } from "../relay/relay.ts";
 import type { TransportSession } from "../transport/quic.ts";
@@ -147,9 +147,7 @@ export class CascadeManager {
     const url = new URL(spec.peerUrl);
     url.pathname = CASCADE_PATH;
     url.search = "";
-    const init: WebTransportOptions = {};
-    if (spec.certHashes?.length) init.serverCertificateHashes = spec.certHashes.map((h) => ({ algorithm: "sha-256", value: fromBase64(h) as BufferSource }));
-    const wt = new WT(url.href, init);
+    const wt = new WT(url.href, pinnedCertificates(spec.certHashes));
     wt.closed.catch(() => {});
     await Promise.race([wt.ready, new Promise((_, rej) => setTimeout(() => rej(new Error("connect timeout")), 3000))]);
     const t: LinkTransport = {

@@ -9,7 +9,7 @@
 // unchanged; RTT is the time it took to come back. Jitter is the mean difference between
 // consecutive RTTs (RFC 3550's idea, unsmoothed); loss counts probes not back within `waitMs`
 // after the last was sent. A node that cannot be reached at all measures loss 1.
-import { fromBase64 } from "../bytes.ts";
+import { pinnedCertificates } from "./pinning.ts";
 
 export interface ProbeTarget {
   nodeId: string;
@@ -40,6 +40,23 @@ export interface PathMeasurementReport {
 }
 
 const MAGIC = [0x48, 0x5a, 0x50, 0x31]; // "HZP1"
+
+/** A probe datagram (at least 16 bytes; `size` pads it, e.g. for an uplink burst). */
+export function probeDatagram(seq: number, size = 16): Uint8Array {
+  const d = new Uint8Array(Math.max(16, size));
+  d.set(MAGIC);
+  const view = new DataView(d.buffer);
+  view.setUint32(4, seq);
+  view.setFloat64(8, performance.now());
+  return d;
+}
+
+/** The sequence and send time of an echoed probe, or undefined for anything else. */
+export function readProbeEcho(d: Uint8Array): { seq: number; sentAt: number } | undefined {
+  if (d.length < 16 || MAGIC.some((b, i) => d[i] !== b)) return undefined;
+  const view = new DataView(d.buffer, d.byteOffset, d.byteLength);
+  return { seq: view.getUint32(4), sentAt: view.getFloat64(8) };
+}
 /** What an unreachable node is reported as: all lost, an RTT no reachable node beats. */
 export const UNREACHABLE_RTT_MS = 5000;
 
@@ -71,9 +88,7 @@ export async function probePath(target: ProbeTarget, opts: ProbeOptions = {}): P
   if (!WT) throw new Error("this runtime has no WebTransport");
   let wt: WebTransport;
   try {
-    const init: WebTransportOptions = {};
-    if (target.certHashes?.length) init.serverCertificateHashes = target.certHashes.map((h) => ({ algorithm: "sha-256", value: fromBase64(h) as BufferSource }));
-    wt = new WT(target.probeUrl, init);
+    wt = new WT(target.probeUrl, pinnedCertificates(target.certHashes));
   } catch {
     return unreachable;
   }
@@ -95,21 +110,14 @@ export async function probePath(target: ProbeTarget, opts: ProbeOptions = {}): P
       for (;;) {
         const { value, done } = await reader.read();
         if (done || !value) return;
-        if (value.length < 16 || MAGIC.some((b, i) => value[i] !== b)) continue;
-        const view = new DataView(value.buffer, value.byteOffset, value.byteLength);
-        const seq = view.getUint32(4);
-        if (seq >= count || seen.has(seq)) continue;
-        seen.add(seq);
-        rtts.push(performance.now() - view.getFloat64(8));
+        const echo = readProbeEcho(value);
+        if (!echo || echo.seq >= count || seen.has(echo.seq)) continue;
+        seen.add(echo.seq);
+        rtts.push(performance.now() - echo.sentAt);
       }
     })().catch(() => {});
     for (let seq = 0; seq < count; seq++) {
-      const d = new Uint8Array(16);
-      d.set(MAGIC);
-      const view = new DataView(d.buffer);
-      view.setUint32(4, seq);
-      view.setFloat64(8, performance.now());
-      writer.write(d).catch(() => {});
+      writer.write(probeDatagram(seq)).catch(() => {});
       if (seq < count - 1) await new Promise((r) => setTimeout(r, intervalMs));
     }
     await new Promise((r) => setTimeout(r, opts.waitMs ?? 250));

@@ -26,7 +26,7 @@ import {
   encodeObject, Flag, fragmentFrame, HEADER_BYTES, isKeyframe, layerOf, readHeader, Reassembler, seqNewer, streamKeyOf, withLayer,
   type MediaFrame, type MediaHeader,
 } from "../protocol/media.ts";
-import { fromBase64 } from "../bytes.ts";
+import { pinnedCertificates } from "./pinning.ts";
 import { ReceiveMeter } from "../quality/receive-meter.ts";
 import { receiverTiming } from "../quality/timing.ts";
 import type { QualityMessage } from "../protocol/control.ts";
@@ -278,11 +278,8 @@ export class TerminalSession {
     const WT = opts.WebTransport ?? globalThis.WebTransport;
     if (!WT) throw new SessionError("connectFailed", "this runtime has no WebTransport");
     const timeoutMs = opts.timeoutMs ?? 10_000;
-    const init: WebTransportOptions = {};
+    const init: WebTransportOptions = pinnedCertificates(opts.certHashes);
     if (opts.congestionControl) init.congestionControl = opts.congestionControl;
-    if (opts.certHashes?.length) {
-      init.serverCertificateHashes = opts.certHashes.map((h) => ({ algorithm: "sha-256", value: fromBase64(h) as BufferSource }));
-    }
     let wt: WebTransport;
     try {
       wt = new WT(opts.url, init);
