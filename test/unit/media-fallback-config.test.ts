@@ -30,4 +30,15 @@ test("off, and the mistakes refused", () => {
   assert.throws(() => configFromEnv({ ...base, MEDIA_FALLBACK_PORT: "-1" }), (e: Error) => e instanceof ConfigError);
 });
 
+
+test("errors thrown inside the fallback's package or Deno's node:http2 under it are the node's to survive; others are not", async () => {
+  const { isFallbackPackageError } = await import("../../media/transport/fallback.ts");
+  const thrown = (stack: string) => Object.assign(new TypeError("Cannot read properties of undefined (reading 'Symbol(type)')"), { stack });
+  // The stack seen when a fallback client left mid-stream (test/media/fallback.test.ts).
+  assert.ok(isFallbackPackageError(thrown("TypeError: …\n    at doStreamClose (ext:deno_node/http2.ts:1:15510)\n    at Http2Stream.onStreamClose (ext:deno_node/http2.ts:1:15057)")));
+  assert.ok(isFallbackPackageError(thrown("Error\n    at Http2WebTransportSession.close (file:///x/node_modules/@fails-components/webtransport/lib/session.js:10:3)")));
+  assert.not.ok(isFallbackPackageError(thrown("TypeError\n    at Relay.admit (file:///x/media/relay/relay.ts:270:5)")));
+  assert.not.ok(isFallbackPackageError("a string"));
+});
+
 test.run();
