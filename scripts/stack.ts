@@ -58,22 +58,30 @@ export async function nodeCredentialsJson(creds: NodeCredential[]): Promise<stri
 }
 
 /** A port free for both TCP and UDP on 127.0.0.1 (the node uses the same number for QUIC and its TCP fallback). */
+// Ports handed out by this process: a port is only checked free, not held, until its server binds it.
+const handedOut = new Set<number>();
+
+/**
+ * A port free on TCP and UDP (QUIC and the TCP fallback share the number), picked below the
+ * kernel's ephemeral range (32768–60999): a port from there can be taken by any outgoing
+ * connection between this check and the server binding it (a restarted node once met
+ * AddrInUse that way).
+ */
 export async function freePort(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const port = await new Promise<number>((res, rej) => {
-      const srv = createServer();
-      srv.once("error", rej);
-      srv.listen(0, "127.0.0.1", () => {
-        const p = (srv.address() as { port: number }).port;
-        srv.close(() => res(p));
-      });
-    });
-    const udpFree = await new Promise<boolean>((res) => {
-      const s = createSocket("udp4");
-      s.once("error", () => res(false));
-      s.bind(port, "127.0.0.1", () => s.close(() => res(true)));
-    });
-    if (udpFree) return port;
+  const free = (port: number) => new Promise<boolean>((res) => {
+    const srv = createServer();
+    srv.once("error", () => res(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => res(true)));
+  }).then((tcp) => tcp && new Promise<boolean>((res) => {
+    const s = createSocket("udp4");
+    s.once("error", () => res(false));
+    s.bind(port, "127.0.0.1", () => s.close(() => res(true)));
+  }));
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_700);
+    if (handedOut.has(port) || !(await free(port))) continue;
+    handedOut.add(port);
+    return port;
   }
   throw new Error("no free port found");
 }

@@ -12,7 +12,7 @@
 //
 // No network code of its own beyond the constructors it is given: the decision logic runs with
 // fake constructors in the unit tests (test/unit/connect-ladder.test.ts).
-import { pinnedCertificates } from "../../src/terminal/pinning.ts";
+import { mediaSessionOptions } from "../../src/terminal/pinning.ts";
 import { closeReasonOf } from "../../src/protocol/codes.ts";
 
 export type Rung = "quic" | "websocket";
@@ -128,7 +128,7 @@ export function openLadder(target: LadderTarget, opts: LadderOptions = {}): Prom
     if (!opts.skipQuic && native) {
       pending++;
       try {
-        quic = new native(target.url, pinnedCertificates(target.certHashes));
+        quic = new native(target.url, mediaSessionOptions(target.certHashes));
       } catch (err) {
         quic = undefined;
         failed("quic", err);

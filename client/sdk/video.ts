@@ -160,7 +160,7 @@ class LayerEncoder {
     const key = `${camH}:${cameraFps}:${this.target.height}`;
     if (key !== this.ladderKey) {
       this.ladderKey = key;
-      this.steps.setLadder(stepLadder(camH, cameraFps, this.target.height));
+      this.steps.setLadder(stepLadder(camH, cameraFps, this.target.height), this.target.bitrateKbps);
     }
     // What the encoder used of its bitrate over the last 1.5 s at this step: a still scene
     // leaves most of it unused, and then the picture needs no fewer pixels.

@@ -31,6 +31,7 @@ export interface DenoApi {
     handler: (req: Request) => Response | Promise<Response>,
   ): HttpServerLike;
   readTextFile(path: string): Promise<string>;
+  listen(opts: { hostname?: string; port: number; transport?: "tcp" }): { close(): void };
   addSignalListener(signal: "SIGTERM" | "SIGINT", fn: () => void): void;
   exit(code?: number): never;
   execPath(): string;

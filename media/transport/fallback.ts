@@ -104,8 +104,28 @@ export async function listenFallback(opts: FallbackServerOptions, onSession: (s:
     cert: opts.cert, privKey: opts.key,
   });
   const streams = opts.paths.map((p) => server.sessionStream(p));
+  // Under Deno a failed listen of `node:http2` (port taken) is an unhandled rejection, not the
+  // server's 'error' event: `ready` would never settle and the node would hang half started.
+  if (opts.port !== 0) {
+    try {
+      denoApi().listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" }).close();
+    } catch (err) {
+      throw new Error(`TCP port ${opts.port} is not available (${(err as Error)?.name ?? err})`);
+    }
+  }
   server.startServer();
-  await server.ready;
+  let waited: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([
+      server.ready,
+      new Promise((_, reject) => { waited = setTimeout(() => reject(new Error(`not listening on TCP port ${opts.port} after 10 s`)), 10_000); }),
+    ]);
+  } catch (err) {
+    try { server.stopServer(); } catch { /* never started */ }
+    throw err;
+  } finally {
+    clearTimeout(waited);
+  }
   const port = server.address()?.port ?? opts.port;
   let closed = false;
   const reload = opts.certFiles ? watchCertFiles(opts, (cert, key) => server.updateCert(cert, key, true)) : undefined;

@@ -127,12 +127,25 @@ export class StepSelector {
     return true;
   }
 
-  /** A new ladder (another camera or layer size): the same step if it has it, else the largest no bigger. */
-  setLadder(ladder: VideoStep[]): void {
+  /**
+   * A new ladder (another camera or layer size): the same step if it has it, else the largest
+   * no bigger. When the new ladder reaches higher (a layer's size cap lifted: the layer above it
+   * went away and this one is now the top), the step the old cap imposed says nothing about the
+   * bitrate: with `kbps` given, the largest step that bitrate carries is taken at once, instead
+   * of climbing back one held step at a time (a call sent 360p for 8 s after a layer went).
+   */
+  setLadder(ladder: VideoStep[], kbps?: number): void {
     const cur = this.step;
+    const grew = ladder[0] !== undefined && this.ladder[0] !== undefined && ladder[0].height > this.ladder[0].height;
     this.ladder = ladder;
     const same = ladder.findIndex((x) => x.height === cur.height && x.fps === cur.fps);
     const smaller = ladder.findIndex((x) => x.height <= cur.height);
     this.index = same >= 0 ? same : smaller >= 0 ? smaller : ladder.length - 1;
+    if (grew && kbps !== undefined) {
+      const minBpp = this.opts.minBpp ?? DEFAULT_STEPS.minBpp;
+      const aspect = this.opts.aspect ?? DEFAULT_STEPS.aspect;
+      const fits = ladder.findIndex((x) => bitsPerPixel(kbps, x, aspect) >= minBpp);
+      if (fits >= 0 && fits < this.index) this.index = fits;
+    }
   }
 }

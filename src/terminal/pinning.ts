@@ -6,3 +6,12 @@ export function pinnedCertificates(certHashes?: readonly string[]): WebTransport
   if (!certHashes?.length) return {};
   return { serverCertificateHashes: certHashes.map((h) => ({ algorithm: "sha-256", value: fromBase64(h) as BufferSource })) };
 }
+
+/**
+ * Options for a media session: pinned certificates and low-latency congestion control (BBR
+ * where the runtime has it): a loss-based controller reads a lossy Wi-Fi's random loss as
+ * congestion and holds media in its send buffer, where late media is worth nothing.
+ */
+export function mediaSessionOptions(certHashes?: readonly string[]): WebTransportOptions {
+  return { ...pinnedCertificates(certHashes), congestionControl: "low-latency" };
+}

@@ -10,6 +10,7 @@ import * as assert from "uvu/assert";
 import { Track } from "../../src/protocol/media.ts";
 import type { FrameEvent, TerminalSession } from "../../src/terminal/session.ts";
 import { probePath } from "../../src/terminal/probe.ts";
+import { createServer } from "node:net";
 import { freePort } from "../../scripts/stack.ts";
 import { NodeHarness, once, payload, sleep } from "./support.ts";
 
@@ -163,6 +164,24 @@ t("a node move goes up the same ladder: a terminal whose QUIC is blocked follows
     await (f as unknown as { session?: TerminalSession } | undefined)?.session?.leave().catch(() => {});
     await h1.stop().catch(() => {});
     await h2.stop();
+  }
+});
+
+t("a fallback port already taken stops the node at start with the reason (it does not hang half started)", async () => {
+  const port = await freePort();
+  const taken = createServer();
+  await new Promise<void>((res) => taken.listen(port, "127.0.0.1", res));
+  const started = Date.now();
+  try {
+    await NodeHarness.start({ MEDIA_FALLBACK_PORT: String(port) });
+    assert.unreachable("the node started on a taken port");
+  } catch (err) {
+    const msg = String((err as Error).message);
+    assert.ok(msg.includes("process exited"), `the node exits rather than hanging: ${msg.slice(0, 300)}`);
+    assert.ok(msg.includes(`cannot listen on 127.0.0.1:${port}`) && msg.includes("MEDIA_FALLBACK_PORT"), `the reason and the fix are printed: ${msg.slice(0, 600)}`);
+    assert.ok(Date.now() - started < 15_000, `within 15 s (${Date.now() - started} ms)`);
+  } finally {
+    taken.close();
   }
 });
 

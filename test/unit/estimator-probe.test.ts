@@ -87,4 +87,20 @@ test("after 2 s of heavy loss, a clean path gets its estimate back within ~3 s, 
   assert.ok(after[after.length - 1]! >= 0.95 * before, `back to ${Math.round(after[after.length - 1]!)} of ${Math.round(before)}: ${after.map(Math.round)}`);
 });
 
+test("a queue seen during heavy loss and in the repair burst after it does not erase the estimate from before the loss", () => {
+  const e = new BandwidthEstimator({ initialKbps: 800 });
+  run(e, 3, 50_000, () => 0.02);
+  const before = e.estimateKbps;
+  // 2 s of 35% loss, every other interval with a growing queue (retransmissions, a repair
+  // keyframe); then the first second clean of loss still shows the repair's queue.
+  for (let i = 0; i < 7; i++) e.update({ intervalMs: 300, bytes: bytes(300, 300), loss: 0.35, delayMs: i % 2 ? 80 : 10 });
+  for (let i = 0; i < 3; i++) e.update({ intervalMs: 300, bytes: bytes(200, 300), loss: 0, delayMs: 60 + 20 * i });
+  assert.ok(e.estimateKbps >= 0.15 * before, `not cut to the floor by the repair's queue: ${Math.round(e.estimateKbps)}`);
+  const after = run(e, 3.3, 50_000, () => 0);
+  assert.ok(after[after.length - 1]! >= 0.95 * before, `back to ${Math.round(after[after.length - 1]!)} of ${Math.round(before)}: ${after.map(Math.round)}`);
+  // A queue that stays once the repair is over is the path's size again: the estimate follows it.
+  for (let i = 0; i < 4; i++) e.update({ intervalMs: 300, bytes: bytes(400, 300), loss: 0, delayMs: 60 + 20 * i });
+  assert.ok(e.estimateKbps < 400, `a lasting queue still backs off under what arrives: ${Math.round(e.estimateKbps)}`);
+});
+
 test.run();

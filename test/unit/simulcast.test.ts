@@ -165,8 +165,16 @@ test("StepSelector: a new ladder keeps the step, or the largest no bigger", () =
   sel.index = 2; // 360@20
   sel.setLadder(stepLadder(720, 20, 360)); // a layer capped at 360p
   assert.equal(sel.step, { height: 360, fps: 20 });
-  sel.setLadder(stepLadder(720, 20)); // uncapped again
+  sel.setLadder(stepLadder(720, 20)); // uncapped again, bitrate unknown
   assert.equal(sel.step, { height: 360, fps: 20 });
+  sel.setLadder(stepLadder(720, 20, 360));
+  sel.setLadder(stepLadder(720, 20), 900); // uncapped (the layer above went): 900 kbit/s carries 720p@20
+  assert.equal(sel.step, { height: 720, fps: 20 }, "the largest step the bitrate carries, at once");
+  sel.setLadder(stepLadder(720, 20, 360));
+  sel.setLadder(stepLadder(720, 20), 500); // 540p@20 at most
+  assert.equal(sel.step, { height: 540, fps: 20 });
+  sel.setLadder(stepLadder(720, 20), 2000); // the same ladder again: no jump
+  assert.equal(sel.step, { height: 540, fps: 20 });
   const big = new StepSelector(stepLadder(1080, 30));
   big.setLadder(stepLadder(720, 20)); // a smaller camera
   assert.equal(big.step, { height: 720, fps: 20 });
