@@ -7,6 +7,7 @@ import {
   type JoinMessage, type NodeMessage,
 } from "../src/protocol/control.ts";
 import { FrameDecoder, FramingError } from "../src/protocol/framing.ts";
+import { Flag, Track } from "../src/protocol/media.ts";
 import { TokenError } from "../src/token/verify.ts";
 import type { ConsultationClaims } from "../src/token/claims.ts";
 import { MIN_DATAGRAM_SIZE, type Membership, type Relay, type RelayPeer } from "./relay/relay.ts";
@@ -57,6 +58,9 @@ function framed(bytes: Uint8Array): Uint8Array {
   return out;
 }
 
+/** Most bytes waiting on a streams-only session's media stream before its video is refused. */
+const STREAMS_ONLY_BACKLOG_BYTES = 256 * 1024;
+
 export class NodeSession implements RelayPeer {
   maxDatagramSize: number;
   membership?: Membership;
@@ -76,6 +80,8 @@ export class NodeSession implements RelayPeer {
   private queuedObjectBytes = 0;
   private streams = 0;
   private closing = false;
+  /** The terminal joined with `datagrams: false`: datagrams go both ways as objects on the streams. */
+  private streamsOnly = false;
   private readonly readers: ReadableStreamDefaultReader<unknown>[] = [];
 
   constructor(private readonly t: TransportSession, private readonly deps: SessionDeps) {
@@ -163,6 +169,8 @@ export class NodeSession implements RelayPeer {
     }
     if (this.closing) return;
     if (msg.maxDatagramSize !== undefined) this.maxDatagramSize = Math.min(this.maxDatagramSize, msg.maxDatagramSize);
+    // Datagrams do not get through this terminal's network: its media rides the streams.
+    this.streamsOnly = msg.datagrams === false;
     if (this.maxDatagramSize < MIN_DATAGRAM_SIZE) return this.refuseBeforeJoin("protocolError", "datagram size too small for media");
     const res = this.deps.relay.admit({ claims, resume: msg.resume, sdk: msg.sdk, peer: this });
     if (!res.ok) {
@@ -181,6 +189,14 @@ export class NodeSession implements RelayPeer {
   }
 
   sendDatagram(bytes: Uint8Array): boolean {
+    if (this.streamsOnly) {
+      // Padding probes a datagram path's capacity; on a stream it would only queue.
+      if ((bytes[1]! & Flag.padding) !== 0) return true;
+      // A stream delivers late rather than not at all: past a short backlog, video is refused
+      // (the subscriber asks again or waits for a keyframe); audio always goes.
+      if (bytes[2] !== Track.audio && this.queuedObjectBytes > STREAMS_ONLY_BACKLOG_BYTES) return false;
+      return !this.closing && this.sendObject(bytes);
+    }
     if (this.closing || !this.fits(bytes.length)) return false;
     if (this.inFlight < this.opts.maxDatagramsInFlight && this.queue.size === 0) {
       this.inFlight++;
@@ -332,8 +348,10 @@ export class NodeSession implements RelayPeer {
       }
       for (const o of objects) {
         const m = this.membership;
-        if (m) relay.forwardObject(m, o);
-        else relay.outOfGroup(undefined);
+        if (!m) relay.outOfGroup(undefined);
+        // Streams-only: an object without the reliable flag stands for a datagram.
+        else if (this.streamsOnly && o.length > 1 && (o[1]! & Flag.reliable) === 0) relay.forwardDatagram(m, o);
+        else relay.forwardObject(m, o);
       }
     }
   }

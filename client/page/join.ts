@@ -243,6 +243,9 @@ async function networkCheck(i: JoinInfo) {
     measurements = await measurePaths(i).catch(() => []);
     record("path-measurements", measurements);
     check("chk-network", "ok", "Connection to the media server", `reached over QUIC in ${Math.round(r.rungs.quicDatagrams.handshakeMs ?? 0)} ms${path}`);
+  } else if (r.best === "quic-streams") {
+    check("chk-network", "warn", "Connection to the media server", `QUIC datagrams are blocked here: the call will use QUIC streams${path}. See the network report below.`);
+    $<HTMLDetailsElement>("readiness").open = true;
   } else if (r.best === "websocket") {
     check("chk-network", "warn", "Connection to the media server", `UDP is blocked here: the call will use the TCP fallback${path}. See the network report below.`);
     $<HTMLDetailsElement>("readiness").open = true;
@@ -254,13 +257,15 @@ async function networkCheck(i: JoinInfo) {
 }
 
 function showTransport(o: OpenedTransport) {
-  const badge = o.rung === "websocket" ? `Connected over TCP fallback (UDP blocked)` : "Connected over QUIC";
+  const badge = o.rung === "websocket" ? "Connected over TCP fallback (UDP blocked)" : o.rung === "quic-streams" ? "Connected over QUIC streams (datagrams blocked)" : "Connected over QUIC";
   hooks.transport = { rung: o.rung, url: o.url, ms: Math.round(o.ms), ...(o.quicError ? { quicError: o.quicError } : {}), badge };
   record("transport", { rung: o.rung, ms: Math.round(o.ms) });
   const el = $("transport-badge");
-  el.textContent = o.rung === "websocket" ? "Connected over TCP fallback (UDP blocked)" : "";
-  el.title = o.rung === "websocket" ? `QUIC could not be used (${o.quicError ?? "blocked"}); media runs over a WebSocket on TCP.` : "";
-  el.hidden = o.rung !== "websocket";
+  el.textContent = o.rung === "quic" ? "" : badge;
+  el.title = o.rung === "websocket"
+    ? `QUIC could not be used (${o.quicError ?? "blocked"}); media runs over a WebSocket on TCP.`
+    : o.rung === "quic-streams" ? "This network drops QUIC datagrams; media runs on QUIC streams (a lost packet delays what follows it)." : "";
+  el.hidden = o.rung === "quic";
 }
 
 async function main() {
@@ -337,8 +342,8 @@ async function join() {
       fallbackUrl: info.node.fallbackUrl,
       connector: new Connector({
         fallback: WebSocketTransport,
-        // QUIC opened but its datagrams never came back: media would not reach us over it.
-        skipQuic: !!r && r.rungs.quicStreams.ok && !r.rungs.quicDatagrams.ok,
+        // QUIC opened but its datagrams never came back: media rides QUIC's streams instead.
+        datagramsBlocked: !!r && r.rungs.quicStreams.ok && !r.rungs.quicDatagrams.ok,
         // The check just found QUIC blocked: still try it, but race the fallback from the start.
         ...(r && !r.rungs.quicStreams.ok && r.rungs.websocket.ok ? { headStartMs: 0 } : {}),
         onOpened: showTransport,

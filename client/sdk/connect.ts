@@ -6,16 +6,17 @@
 //                    reliable and in order, so loss turns into delay instead of gaps.
 // QUIC goes first; the fallback starts after a short head start (or at once when QUIC fails
 // fast), and whichever is ready first wins; the other is closed. A network that blocked QUIC on
-// the last try starts both at once. A QUIC session whose datagrams do not come back (the
-// readiness check's "QUIC streams only") is skipped: the node sends media as datagrams, which
-// such a session would never receive, so the WebSocket rung carries it instead.
+// the last try starts both at once.
+//   Between the two, "quic-streams": QUIC whose datagrams do not get through (the readiness
+// check's "QUIC streams only"). The session joins with `datagrams: false` and media rides its
+// streams both ways; the WebSocket rung still races it after the head start.
 //
 // No network code of its own beyond the constructors it is given: the decision logic runs with
 // fake constructors in the unit tests (test/unit/connect-ladder.test.ts).
 import { mediaSessionOptions } from "../../src/terminal/pinning.ts";
 import { closeReasonOf } from "../../src/protocol/codes.ts";
 
-export type Rung = "quic" | "websocket";
+export type Rung = "quic" | "quic-streams" | "websocket";
 
 export interface LadderTarget {
   /** The node's QUIC WebTransport URL. */
@@ -30,8 +31,10 @@ export interface LadderOptions {
   headStartMs?: number;
   /** Time allowed until some rung is ready, ms (default 10 s). */
   timeoutMs?: number;
-  /** Do not try QUIC (e.g. the readiness check found its datagrams do not come back). */
+  /** Do not try QUIC at all. */
   skipQuic?: boolean;
+  /** QUIC's datagrams do not come back on this network (readiness check): a QUIC session is the "quic-streams" rung. */
+  datagramsBlocked?: boolean;
   /** Native WebTransport (default `globalThis.WebTransport`). */
   native?: typeof WebTransport;
   /** WebTransport over WebSocket (the SDK passes the package's `WebTransportPonyfill`). */
@@ -74,6 +77,7 @@ export function openLadder(target: LadderTarget, opts: LadderOptions = {}): Prom
   const headStartMs = opts.headStartMs ?? 1200;
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const t0 = performance.now();
+  const quicRung: Rung = opts.datagramsBlocked ? "quic-streams" : "quic";
   return new Promise<OpenedTransport>((resolve, reject) => {
     const attempts: { rung: Rung; error: string }[] = [];
     let quic: WebTransport | undefined;
@@ -91,16 +95,16 @@ export function openLadder(target: LadderTarget, opts: LadderOptions = {}): Prom
         closeQuietly(ws);
         return reject(r);
       }
-      closeQuietly(r.rung === "quic" ? ws : quic);
+      closeQuietly(r.rung === "websocket" ? quic : ws);
       resolve(r);
     };
     const failed = (rung: Rung, err: unknown) => {
       attempts.push({ rung, error: message(err) });
       pending--;
-      if (rung === "quic") startFallback();
+      if (rung === quicRung) startFallback();
       if (pending === 0 && !done && (fallbackStarted || !fallback)) finish(new LadderError(attempts));
     };
-    const quicError = () => attempts.find((a) => a.rung === "quic")?.error ?? (quic ? "not ready in time" : "skipped");
+    const quicError = () => attempts.find((a) => a.rung === quicRung)?.error ?? (quic ? "not ready in time" : "skipped");
     const startFallback = () => {
       if (fallbackStarted || done || !fallback) return;
       fallbackStarted = true;
@@ -121,7 +125,7 @@ export function openLadder(target: LadderTarget, opts: LadderOptions = {}): Prom
     timers.push(setTimeout(() => {
       const all = [...attempts];
       const late = `not ready within ${timeoutMs} ms`;
-      if (quic && !all.some((x) => x.rung === "quic")) all.push({ rung: "quic", error: late });
+      if (quic && !all.some((x) => x.rung === quicRung)) all.push({ rung: quicRung, error: late });
       if (ws && !all.some((x) => x.rung === "websocket")) all.push({ rung: "websocket", error: late });
       finish(new LadderError(all));
     }, timeoutMs));
@@ -131,14 +135,14 @@ export function openLadder(target: LadderTarget, opts: LadderOptions = {}): Prom
         quic = new native(target.url, mediaSessionOptions(target.certHashes));
       } catch (err) {
         quic = undefined;
-        failed("quic", err);
+        failed(quicRung, err);
       }
       const mine = quic;
       if (mine) {
         mine.closed.catch(() => {});
         mine.ready.then(
-          () => finish({ wt: mine, rung: "quic", url: target.url, ms: performance.now() - t0 }),
-          (err) => failed("quic", err),
+          () => finish({ wt: mine, rung: quicRung, url: target.url, ms: performance.now() - t0 }),
+          (err) => failed(quicRung, err),
         );
         if (fallback) timers.push(setTimeout(startFallback, Math.max(0, headStartMs)));
       }

@@ -37,7 +37,7 @@ export interface ReadinessReport {
   target: { host: string; udpPort: number; tcpHost?: string; tcpPort?: number };
   rungs: { quicDatagrams: RungCheck; quicStreams: RungCheck; websocket: RungCheck };
   /** What a call from here will run on. */
-  best: "quic-datagrams" | "websocket" | "none";
+  best: "quic-datagrams" | "quic-streams" | "websocket" | "none";
   rttMs?: number;
   jitterMs?: number;
   loss?: number;
@@ -83,16 +83,18 @@ export function buildReport(f: ReadinessFindings): ReadinessReport {
     const ws = summarise(f.websocket.sent, f.websocket.rtts);
     websocket = { ok: true, handshakeMs: f.websocket.handshakeMs, rttMs: ws.rttMs, jitterMs: ws.jitterMs, loss: ws.loss, note: "works" };
   }
-  const best: ReadinessReport["best"] = quicDatagrams.ok ? "quic-datagrams" : websocket.ok ? "websocket" : "none";
-  const path = best === "quic-datagrams" ? quicDatagrams : best === "websocket" ? websocket : undefined;
+  // QUIC without datagrams still beats TCP (no proxy hop, its own loss recovery), as the ladder orders it.
+  const best: ReadinessReport["best"] = quicDatagrams.ok ? "quic-datagrams" : quicStreams.ok ? "quic-streams" : websocket.ok ? "websocket" : "none";
+  // Round trip and loss come from datagram probes: over QUIC streams only, the fallback's are the nearest measure.
+  const path = best === "quic-datagrams" ? quicDatagrams : best === "websocket" || (best === "quic-streams" && websocket.ok) ? websocket : undefined;
 
   const actions: string[] = [];
   if (best === "none") {
     actions.push(tcp ? `Nothing gets through: allow ${tcp} at least, and ${udp} for best quality.` : `Allow ${udp}: the media server cannot be reached otherwise.`);
+  } else if (best === "quic-streams") {
+    actions.push(`Allow UDP datagrams on ${udp} (a firewall or proxy lets QUIC open but drops its datagrams); the call uses QUIC streams meanwhile (it stalls on loss instead of skipping).`);
   } else if (best === "websocket") {
-    actions.push(quicStreams.ok
-      ? `Allow UDP datagrams on ${udp} (a firewall or proxy lets QUIC open but drops its datagrams); the call uses the TCP fallback meanwhile.`
-      : `Allow ${udp} for best quality; the call uses the TCP fallback meanwhile (it stalls on loss instead of skipping).`);
+    actions.push(`Allow ${udp} for best quality; the call uses the TCP fallback meanwhile (it stalls on loss instead of skipping).`);
   } else if (w && f.websocket && !websocket.ok) {
     actions.push(`Optional: allow ${tcp}, so calls still work if UDP is ever blocked (if it is open, the media server's fallback certificate is not trusted by this browser: tell the operator).`);
   }
@@ -105,7 +107,8 @@ export function buildReport(f: ReadinessFindings): ReadinessReport {
   lines.push(`  QUIC datagrams  ${udp}: ${quicDatagrams.ok ? "OK" : "BLOCKED"} — ${quicDatagrams.note}`);
   lines.push(`  QUIC streams    ${udp}: ${quicStreams.ok ? "OK" : "BLOCKED"} — ${quicStreams.note}`);
   lines.push(`  TCP fallback    ${tcp ?? "(none)"}: ${websocket.ok ? "OK" : f.websocket ? "FAILED" : "NOT TRIED"} — ${websocket.note}`);
-  lines.push(`  Call will use: ${best === "quic-datagrams" ? "QUIC (best quality)" : best === "websocket" ? "TCP fallback (UDP blocked)" : "nothing — cannot connect"}`);
+  const uses = { "quic-datagrams": "QUIC (best quality)", "quic-streams": "QUIC streams only (datagrams blocked)", websocket: "TCP fallback (UDP blocked)", none: "nothing — cannot connect" };
+  lines.push(`  Call will use: ${uses[best]}`);
   if (path?.rttMs !== undefined) lines.push(`  Round trip ${path.rttMs.toFixed(1)} ms, jitter ${path.jitterMs!.toFixed(1)} ms, loss ${(path.loss! * 100).toFixed(1)}%`);
   if (f.uplink) {
     lines.push(`  Uplink ${f.uplink.atLeast ? "at least " : "about "}${fmtKbps(f.uplink.kbps)} (one ${Math.round(f.uplink.bytes / 1024)} KB burst in ${Math.round(f.uplink.ms)} ms over ${f.uplink.over === "quic" ? "QUIC" : "the TCP fallback"}; a short burst, not a sustained rate)`);

@@ -45,7 +45,7 @@ export async function openSession(opts: OpenSessionOptions): Promise<SessionLike
   const connect = connector
     ? async (p: { url: string; certHashes?: string[]; fallbackUrl?: string }, o: ConnectOptions) => {
       const opened = await connector.open({ url: p.url, certHashes: p.certHashes, fallbackUrl: p.fallbackUrl });
-      return TerminalSession.connect({ ...o, url: opened.url, WebTransport: openedAs(opened.wt) });
+      return TerminalSession.connect({ ...o, url: opened.url, WebTransport: openedAs(opened.wt), ...(opened.rung === "quic-streams" ? { streamsOnly: true } : {}) });
     }
     : (_: unknown, o: ConnectOptions) => TerminalSession.connect(o);
   try {

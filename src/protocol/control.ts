@@ -26,6 +26,12 @@ export interface JoinMessage {
   resume?: string;
   /** Largest datagram this terminal can send (its WebTransport `maxDatagramSize`). */
   maxDatagramSize?: number;
+  /**
+   * false: datagrams do not get through this terminal's network (a middlebox passes QUIC
+   * streams only). Media then goes both ways as objects on the session's streams: what would
+   * have been a datagram is sent, unchanged, as one object without the `reliable` flag.
+   */
+  datagrams?: boolean;
 }
 export interface PingMessage { t: "ping"; n: number; ts?: number }
 /**
@@ -161,7 +167,7 @@ const isSequences = (v: unknown) => Array.isArray(v) && v.length > 0 && v.length
 const TERMINAL_CHECKS: Record<TerminalMessage["t"], Check> = {
   join: (m) =>
     uint(m.v, 255) && str(m.token, 8192) && opt(m.sdk, (s) => str(s, 128)) && opt(m.resume, (s) => str(s, 128)) &&
-    opt(m.maxDatagramSize, (s) => uint(s, 65535)),
+    opt(m.maxDatagramSize, (s) => uint(s, 65535)) && opt(m.datagrams, (d) => typeof d === "boolean"),
   ping: (m) => uint(m.n) && opt(m.ts, num),
   "keyframe-request": (m) => uint(m.track, 255) && opt(m.slot, (s) => uint(s, 255)) && opt(m.layer, isLayer),
   signal: (m) => str(m.kind, 64) && opt(m.to, (s) => uint(s, 255)),

@@ -78,6 +78,13 @@ export interface ConnectOptions {
    * bottleneck queue held media in QUIC's own send buffer for 0.5–1 s (bench:network).
    */
   congestionControl?: "default" | "throughput" | "low-latency";
+  /**
+   * The session's datagrams do not get through (the readiness check's "QUIC streams only"):
+   * every datagram goes, unchanged, as an object on the reliable stream, and the node does
+   * the same towards us (join `datagrams: false`). Pacing, fragmentation and the rest above
+   * stay as they are.
+   */
+  streamsOnly?: boolean;
 }
 
 export interface SendOptions {
@@ -205,6 +212,8 @@ export class TerminalSession {
   /** When each queued video datagram was queued (for `maxVideoQueueMs`). */
   private readonly queuedAt = new WeakMap<Uint8Array, number>();
   private readonly maxVideoQueueMs: number;
+  /** Datagrams travel as objects on the stream (ConnectOptions.streamsOnly). */
+  private readonly streamsOnly: boolean;
   private inFlight = 0;
   private paceTokens: number;
   private paceAt = performance.now();
@@ -267,6 +276,7 @@ export class TerminalSession {
     this.maxInFlight = opts.maxInFlight ?? 64;
     this.retransmitMs = opts.retransmitMs ?? 1000;
     this.maxVideoQueueMs = opts.maxVideoQueueMs ?? Infinity;
+    this.streamsOnly = opts.streamsOnly ?? false;
     this.paceTokens = this.burstBytes;
     const dg = wt.datagrams as WebTransportDatagramDuplexStream & { createWritable?: () => WritableStream<Uint8Array> };
     this.datagramWriter = (dg.createWritable ? dg.createWritable() : (dg.writable as WritableStream<Uint8Array>)).getWriter();
@@ -321,6 +331,7 @@ export class TerminalSession {
       ...(opts.sdk ? { sdk: opts.sdk } : {}),
       ...(opts.resume ? { resume: opts.resume } : {}),
       ...(maxDatagramSize ? { maxDatagramSize } : {}),
+      ...(opts.streamsOnly ? { datagrams: false } : {}),
     };
     await control.write(lengthFrame(encodeControl(join)));
     const reader = bidi.readable.getReader() as ReadableStreamDefaultReader<Uint8Array>;
@@ -554,7 +565,10 @@ export class TerminalSession {
       this.inFlight++;
       this.counters.datagramsSent++;
       this.counters.bytesSent += d.length;
-      this.datagramWriter.write(d).then(this.onWriteDone, this.onWriteDone);
+      if (this.streamsOnly) {
+        // On the stream, in the order paced: the in-flight bound still spaces the writes.
+        this.writeOnStream(lengthFrame(d)).then(this.onWriteDone, this.onWriteDone);
+      } else this.datagramWriter.write(d).then(this.onWriteDone, this.onWriteDone);
     }
   }
 
@@ -562,10 +576,12 @@ export class TerminalSession {
     const f = lengthFrame(obj);
     this.counters.objectsSent++;
     this.counters.bytesSent += f.length;
-    if (this.objectWriter) {
-      this.objectWriter.write(f).catch(() => {});
-      return;
-    }
+    void this.writeOnStream(f);
+  }
+
+  /** Writes a framed object on the one outgoing reliable stream, opening it on first use. */
+  private writeOnStream(f: Uint8Array): Promise<void> {
+    if (this.objectWriter) return this.objectWriter.write(f).catch(() => {});
     // One long-lived stream for every reliable object: Deno stalls after ~100 streams. It is
     // bidirectional (only our half is used) because Chromium's unidirectional streams never
     // reach a Deno 2.9 server.
@@ -575,7 +591,7 @@ export class TerminalSession {
       this.objectWriter = w;
       return w;
     }, () => undefined);
-    void this.objectWriterOpening.then((w) => w?.write(f).catch(() => {}));
+    return this.objectWriterOpening.then((w) => w?.write(f).catch(() => {}));
   }
 
   // --- receiving ----------------------------------------------------------------------
@@ -733,27 +749,32 @@ export class TerminalSession {
     for (;;) {
       const { value, done } = await reader.read();
       if (done || this.closedReason) return;
-      this.counters.datagramsReceived++;
-      this.counters.bytesReceived += value.length;
-      const source = value.length > 3 ? value[3]! : 0;
-      if (value.length >= HEADER_BYTES) {
-        let meter = this.meters.get(source);
-        if (!meter) this.meters.set(source, (meter = new ReceiveMeter(performance.timeOrigin + performance.now())));
-        const dv = new DataView(value.buffer, value.byteOffset, HEADER_BYTES);
-        meter.onDatagram(value[2]! | (layerOf(value[1]!) << 8), dv.getUint32(4), dv.getUint16(10) || 1, value.length, dv.getFloat64(12), performance.timeOrigin + performance.now(), dv.getUint16(8), (value[1]! & (Flag.retransmission | Flag.padding)) !== 0);
-        if ((value[1]! & Flag.padding) !== 0) continue; // the node probing the path: counted, not media
-      }
-      let r = this.reassemblers.get(source);
-      if (!r) this.reassemblers.set(source, (r = new Reassembler({ timeoutMs: 1000 })));
-      let f: MediaFrame | undefined;
-      try {
-        f = r.push(value);
-      } catch {
-        this.counters.malformed++;
-        continue;
-      }
-      if (f) this.order(f);
+      this.onMediaDatagram(value);
     }
+  }
+
+  /** One media datagram (or, streams-only, an object standing for one). */
+  private onMediaDatagram(value: Uint8Array): void {
+    this.counters.datagramsReceived++;
+    this.counters.bytesReceived += value.length;
+    const source = value.length > 3 ? value[3]! : 0;
+    if (value.length >= HEADER_BYTES) {
+      let meter = this.meters.get(source);
+      if (!meter) this.meters.set(source, (meter = new ReceiveMeter(performance.timeOrigin + performance.now())));
+      const dv = new DataView(value.buffer, value.byteOffset, HEADER_BYTES);
+      meter.onDatagram(value[2]! | (layerOf(value[1]!) << 8), dv.getUint32(4), dv.getUint16(10) || 1, value.length, dv.getFloat64(12), performance.timeOrigin + performance.now(), dv.getUint16(8), (value[1]! & (Flag.retransmission | Flag.padding)) !== 0);
+      if ((value[1]! & Flag.padding) !== 0) return; // the node probing the path: counted, not media
+    }
+    let r = this.reassemblers.get(source);
+    if (!r) this.reassemblers.set(source, (r = new Reassembler({ timeoutMs: 1000 })));
+    let f: MediaFrame | undefined;
+    try {
+      f = r.push(value);
+    } catch {
+      this.counters.malformed++;
+      return;
+    }
+    if (f) this.order(f);
   }
 
   private async acceptObjectStreams(): Promise<void> {
@@ -773,6 +794,12 @@ export class TerminalSession {
       if (done || this.closedReason) return;
       this.counters.bytesReceived += value.length;
       for (const obj of decoder.push(value)) {
+        // Streams-only: the node sends what would have been datagrams as objects without the flag.
+        if (obj.length > 1 && (obj[1]! & Flag.reliable) === 0) {
+          this.counters.bytesReceived -= obj.length; // counted with the stream's bytes already
+          this.onMediaDatagram(obj);
+          continue;
+        }
         this.counters.objectsReceived++;
         try {
           const header = readHeader(obj);

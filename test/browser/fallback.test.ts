@@ -167,6 +167,59 @@ t("the SDK's ladder without a pre-join hint: QUIC's head start, then the fallbac
   await p.context().close();
 });
 
+/**
+ * Drops the page's QUIC datagrams to the node both ways, streams untouched: what a firewall
+ * that passes QUIC but not its DATAGRAM frames does. A relay cannot do this on loopback (QUIC
+ * is encrypted end to end), so the page's WebTransport is wrapped instead: a test-only stand-in.
+ */
+async function dropDatagrams(p: Page, port: number): Promise<void> {
+  await p.addInitScript((port: number) => {
+    const Native = (window as any).WebTransport;
+    (window as any).WebTransport = function (url: string, init: unknown) {
+      const wt = new Native(url, init);
+      if (!url.includes(`:${port}/`)) return wt;
+      const datagrams = {
+        get maxDatagramSize() { return wt.datagrams.maxDatagramSize; },
+        readable: new ReadableStream({}),
+        writable: new WritableStream({ write() {} }),
+      };
+      return new Proxy(wt, {
+        get(target, prop) {
+          if (prop === "datagrams") return datagrams;
+          const v = Reflect.get(target, prop, target);
+          return typeof v === "function" ? v.bind(target) : v;
+        },
+      });
+    };
+  }, port);
+}
+
+t("QUIC datagrams blocked (streams pass): the readiness check says so and the call runs on QUIC streams", async () => {
+  const a = await page("DA");
+  const b = await page("DB");
+  await dropDatagrams(a, stack.node.port);
+  await dropDatagrams(b, stack.node.port);
+  const ms = await consult(a, b);
+  console.log(`  join with datagrams blocked ${ms} ms (normal ${normalMs} ms)`);
+  for (const p of [a, b]) {
+    const rep = await p.evaluate(() => (window as any).__huizhen.readiness);
+    assert.is(rep.best, "quic-streams");
+    assert.is(rep.rungs.quicDatagrams.ok, false);
+    assert.is(rep.rungs.quicStreams.ok, true);
+    const tr = await p.evaluate(() => (window as any).__huizhen.transport);
+    assert.is(tr.rung, "quic-streams", "the session runs on QUIC streams");
+    assert.is(await p.textContent("#transport-badge"), "Connected over QUIC streams (datagrams blocked)");
+  }
+  const text = await b.textContent("#readiness-report");
+  assert.match(text!, /Call will use: QUIC streams only \(datagrams blocked\)/);
+  assert.match(text!, new RegExp(`Allow UDP datagrams on UDP ${stack.node.port} to 127\\.0\\.0\\.1`));
+  await decodedBothWays(a, b);
+  const s = await stats(b);
+  assert.ok(s.recv.audioPacketsDecoded > 0, "audio too");
+  await a.context().close();
+  await b.context().close();
+});
+
 t("no request left 127.0.0.1 (the ponyfill's example.com probe is cut out of the bundle)", async () => {
   assert.equal(outbound, []);
   // Control: the package's own probe call, aimed at a name that cannot resolve (.invalid, and

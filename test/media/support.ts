@@ -71,7 +71,13 @@ export class NodeHarness {
   static async start(env: Record<string, string> = {}): Promise<NodeHarness> {
     const cred = newNodeCredential(`node-${randomId("t", 4)}`);
     const edge = await FakeEdge.start(cred.secret);
-    const node = await startMediaNode({ credential: cred, edgeUrl: edge.url, env: { MEDIA_HEARTBEAT_MS: "500", ...env }, log: process.env.HZ_DEBUG ? (s, l) => console.log(`[${s}] ${l}`) : undefined });
+    let node: MediaNodeProcess;
+    try {
+      node = await startMediaNode({ credential: cred, edgeUrl: edge.url, env: { MEDIA_HEARTBEAT_MS: "500", ...env }, log: process.env.HZ_DEBUG ? (s, l) => console.log(`[${s}] ${l}`) : undefined });
+    } catch (err) {
+      await edge.stop(); // or its server keeps the test process alive
+      throw err;
+    }
     return new NodeHarness(edge, node, cred.nodeId);
   }
 

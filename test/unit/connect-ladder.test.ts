@@ -111,7 +111,21 @@ t("nothing ready in time: timeout names both rungs and closes them", async () =>
   assert.ok(log.includes("quic:close") && log.includes("ws:close"));
 });
 
-t("skipQuic (QUIC streams only, no datagrams) and a browser without WebTransport go straight to the fallback", async () => {
+t("datagrams blocked (QUIC streams only): a QUIC session is the quic-streams rung, with the fallback still racing it", async () => {
+  const log: string[] = [];
+  const o = await openLadder(target, { headStartMs: 100, datagramsBlocked: true, native: fakeTransport("quic", { readyAfterMs: 20 }, log), fallback: fakeTransport("ws", { readyAfterMs: 1 }, log) });
+  assert.is(o.rung, "quic-streams");
+  assert.equal(log, ["quic:open", "quic:ready"]);
+  // QUIC does not open after all: the fallback after the head start, and the failure is named by its rung.
+  const o2 = await openLadder(target, { headStartMs: 50, datagramsBlocked: true, native: fakeTransport("quic", { failAfterMs: 10 }, []), fallback: fakeTransport("ws", { readyAfterMs: 5 }, []) });
+  assert.is(o2.rung, "websocket");
+  assert.is(o2.quicError, "quic failed");
+  // And the fallback wins when it is ready first once it started.
+  const o3 = await openLadder(target, { headStartMs: 10, datagramsBlocked: true, native: fakeTransport("quic", { readyAfterMs: 200 }, []), fallback: fakeTransport("ws", { readyAfterMs: 5 }, []) });
+  assert.is(o3.rung, "websocket");
+});
+
+t("skipQuic and a browser without WebTransport go straight to the fallback", async () => {
   const log: string[] = [];
   const o = await openLadder(target, { headStartMs: 5000, skipQuic: true, native: fakeTransport("quic", { readyAfterMs: 1 }, log), fallback: fakeTransport("ws", { readyAfterMs: 5 }, log) });
   assert.is(o.rung, "websocket");
@@ -198,12 +212,14 @@ r("UDP blocked: QUIC rungs blocked, the fallback works, IT is told what to open 
   assert.is(rep.rttMs, 12);
 });
 
-r("QUIC opens but datagrams never come back: the streams-only rung is named and the datagram port asked for", () => {
+r("QUIC opens but datagrams never come back: the call uses QUIC streams and the datagram port is asked for", () => {
   const rep = buildReport({ ...base, quic: { opened: true, handshakeMs: 30, sent: 20, rtts: [] }, websocket: { opened: true, sent: 20, rtts: [5, 5] } });
   assert.is(rep.rungs.quicStreams.ok, true);
   assert.is(rep.rungs.quicDatagrams.ok, false);
-  assert.is(rep.best, "websocket");
+  assert.is(rep.best, "quic-streams");
   assert.match(rep.actions[0]!, /Allow UDP datagrams on UDP 4433 to media\.example/);
+  assert.match(rep.text, /Call will use: QUIC streams only \(datagrams blocked\)/);
+  assert.is(rep.rttMs, 5, "the round trip measured over the fallback stands in");
 });
 
 r("everything works: QUIC is used, nothing to change; a slow uplink and loss are flagged", () => {
