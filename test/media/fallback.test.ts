@@ -12,7 +12,7 @@ import type { FrameEvent, TerminalSession } from "../../src/terminal/session.ts"
 import { probePath } from "../../src/terminal/probe.ts";
 import { createServer } from "node:net";
 import { freePort } from "../../scripts/stack.ts";
-import { NodeHarness, once, payload, sleep } from "./support.ts";
+import { exchangeBothWays, NodeHarness, once, payload, sleep } from "./support.ts";
 
 // The package's client throws from an HTTP/2 close handler when its session ends under Deno
 // ("The stream controller cannot close or enqueue"): a client-side bug, kept out of the results.
@@ -69,31 +69,7 @@ t("a fallback terminal and a QUIC terminal join one group and exchange media bot
     assert.ok(b.maxDatagramSize <= 1500, `fallback terminal fragments to ${b.maxDatagramSize} B`);
     assert.is(b.maxDatagramSize, a.maxDatagramSize);
 
-    const atA: FrameEvent[] = [];
-    const atB: FrameEvent[] = [];
-    a.on("frame", (f) => atA.push(f));
-    b.on("frame", (f) => atB.push(f));
-    const N = 60;
-    const size = (i: number) => (i % 20 === 0 ? 12_000 : 500 + ((i * 977) % 4000));
-    for (let i = 0; i < N; i++) {
-      for (const s of [a, b] as TerminalSession[]) {
-        s.sendFrame(Track.audio, payload(0, i, 120), { timestamp: i * 20_000 });
-        s.sendFrame(Track.video, payload(1, i, size(i)), { keyframe: i % 20 === 0, timestamp: i * 20_000 });
-      }
-      await sleep(10);
-    }
-    const deadline = Date.now() + 5000;
-    while (Date.now() < deadline && (atA.length < 2 * N || atB.length < 2 * N)) await sleep(50);
-    for (const [got, from] of [[atA, b], [atB, a]] as const) {
-      const video = got.filter((f) => f.header.track === Track.video);
-      const audio = got.filter((f) => f.header.track === Track.audio);
-      assert.is(audio.length, N, `audio from ${from === a ? "QUIC" : "fallback"} terminal`);
-      assert.is(video.length, N, `video from ${from === a ? "QUIC" : "fallback"} terminal`);
-      for (let i = 0; i < N; i++) {
-        assert.is(video[i]!.header.source, from.self.slot);
-        assert.equal(video[i]!.payload, payload(1, i, size(i)));
-      }
-    }
+    await exchangeBothWays(a, b, ["QUIC", "fallback"], (i) => (i % 20 === 0 ? 12_000 : 500 + ((i * 977) % 4000)));
     assert.ok(b.counters.datagramsSent > 0 && b.counters.datagramsReceived > 0, "the fallback terminal used (reliable) datagrams");
   } finally {
     await a.leave().catch(() => {});

@@ -8,7 +8,9 @@ import { nodeApiAudience, nodeAudience, type ConsultationClaims } from "../../sr
 import { DEFAULT_GROUP_ATTRIBUTES, type GroupAttributes, type Role } from "../../src/types.ts";
 import { randomId } from "../../src/bytes.ts";
 import { generateEdgeSecrets, newNodeCredential, startMediaNode, type MediaNodeProcess } from "../../scripts/stack.ts";
-import { TerminalSession, type ConnectOptions } from "../../src/terminal/session.ts";
+import { TerminalSession, type ConnectOptions, type FrameEvent } from "../../src/terminal/session.ts";
+import { Track } from "../../src/protocol/media.ts";
+import * as assert from "uvu/assert";
 
 export const ISSUER = "huizhen-edge";
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -240,5 +242,36 @@ export class RawClient {
 
   close() {
     try { this.wt.close(); } catch { /* closed */ }
+  }
+}
+
+/**
+ * `n` audio and `n` video frames each way between two joined terminals (video of `size(i)`
+ * bytes, a keyframe every 20), then asserts that each side got every frame of the other, in
+ * order and intact. `names` label the senders in failure messages.
+ */
+export async function exchangeBothWays(a: TerminalSession, b: TerminalSession, names: [string, string], size: (i: number) => number, n = 60): Promise<void> {
+  const atA: FrameEvent[] = [];
+  const atB: FrameEvent[] = [];
+  a.on("frame", (f) => atA.push(f));
+  b.on("frame", (f) => atB.push(f));
+  for (let i = 0; i < n; i++) {
+    for (const s of [a, b]) {
+      s.sendFrame(Track.audio, payload(0, i, 120), { timestamp: i * 20_000 });
+      s.sendFrame(Track.video, payload(1, i, size(i)), { keyframe: i % 20 === 0, timestamp: i * 20_000 });
+    }
+    await sleep(10);
+  }
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline && (atA.length < 2 * n || atB.length < 2 * n)) await sleep(50);
+  for (const [got, from, name] of [[atA, b, names[1]], [atB, a, names[0]]] as const) {
+    const video = got.filter((f) => f.header.track === Track.video);
+    const audio = got.filter((f) => f.header.track === Track.audio);
+    assert.is(audio.length, n, `audio from the ${name} terminal`);
+    assert.is(video.length, n, `video from the ${name} terminal`);
+    for (let i = 0; i < n; i++) {
+      assert.is(video[i]!.header.source, from.self.slot);
+      assert.equal(video[i]!.payload, payload(1, i, size(i)));
+    }
   }
 }
