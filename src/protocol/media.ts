@@ -187,8 +187,7 @@ export class Reassembler {
     const last = this.lastDelivered.get(streamKey);
     const resent = (h.flags & Flag.retransmission) !== 0;
     if (last !== undefined && !seqNewer(h.sequence, last) && !resent) {
-      // A second copy of the frame just delivered (keyframe redundancy) is not late.
-      if (h.sequence !== last) this.late++;
+      this.late++;
       return undefined;
     }
     const body = datagram.subarray(HEADER_BYTES);

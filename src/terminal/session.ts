@@ -70,13 +70,6 @@ export interface ConnectOptions {
   reportIntervalMs?: number;
   /** Audio redundancy: "auto" (when the others report loss and the target is ≥ 400 kbit/s), "on" or "off" (default "auto"). */
   audioRedundancy?: "auto" | "on" | "off";
-  /**
-   * Keyframes sent twice (each datagram again after the frame's last one), under the same rule
-   * as audio redundancy (default "auto"). A keyframe is a dozen datagrams: at 3% loss a third of
-   * them lost one, and one not repaired in time froze the picture until the next keyframe
-   * (0.6–1.5 s in bench:network); two copies make that about one in a hundred.
-   */
-  keyframeRedundancy?: "auto" | "on" | "off";
   /** WebTransport constructor to use (default `globalThis.WebTransport`). */
   WebTransport?: typeof WebTransport;
   /**
@@ -152,8 +145,6 @@ export interface SessionCounters {
   /** Frames asked for again (receiver) / sent again on request (sender). */
   nacked: number;
   retransmitted: number;
-  /** Keyframes sent twice (keyframeRedundancy). */
-  keyframesDoubled: number;
   malformed: number;
   rttMs: number;
 }
@@ -202,7 +193,7 @@ export class TerminalSession {
   readonly expiresAt?: number;
   readonly counters: SessionCounters = {
     bytesSent: 0, bytesReceived: 0, framesSent: 0, framesReceived: 0, datagramsSent: 0, datagramsReceived: 0,
-    objectsSent: 0, objectsReceived: 0, lost: 0, late: 0, sendDropped: 0, nacked: 0, retransmitted: 0, keyframesDoubled: 0, malformed: 0, rttMs: 0,
+    objectsSent: 0, objectsReceived: 0, lost: 0, late: 0, sendDropped: 0, nacked: 0, retransmitted: 0, malformed: 0, rttMs: 0,
   };
   private readonly listeners = new Map<string, Set<Listener<never>>>();
   private readonly sequences = new Map<number, number>();
@@ -245,7 +236,6 @@ export class TerminalSession {
   private reportTimer?: ReturnType<typeof setInterval>;
   private readonly fixedTiming: { reorderMs?: number; nackDelayMs?: number; budgetMs: number };
   private readonly redundancyMode: "auto" | "on" | "off";
-  private readonly keyframeRedundancyMode: "auto" | "on" | "off";
   private readonly reportIntervalMs: number;
   private lastAudio: Uint8Array[] = [];
   private readonly maxFragments: number;
@@ -280,7 +270,6 @@ export class TerminalSession {
     this.nackDelayMs = opts.nackDelayMs ?? timing.nackDelayMs;
     this.nackRetryMs = timing.nackRetryMs;
     this.redundancyMode = opts.audioRedundancy ?? "auto";
-    this.keyframeRedundancyMode = opts.keyframeRedundancy ?? "auto";
     this.reportIntervalMs = opts.reportIntervalMs ?? 300;
     this.maxFragments = opts.maxDatagramFragments ?? 24;
     this.paceRate = opts.paceBytesPerSec ?? 6_000_000;
@@ -424,11 +413,6 @@ export class TerminalSession {
         this.lastAudio = datagrams;
       }
       for (const d of datagrams) queue.push(d);
-      // The second copy after the whole first one: a burst that takes a datagram rarely takes its copy.
-      if (track !== 0 && (flags & Flag.keyframe) !== 0 && this.redundant(this.keyframeRedundancyMode)) {
-        for (const d of datagrams) queue.push(d);
-        this.counters.keyframesDoubled++;
-      }
       if (track !== 0 && this.maxVideoQueueMs !== Infinity) for (const d of datagrams) this.queuedAt.set(d, performance.now());
       // A queue several seconds deep is useless for live media: drop its oldest.
       const cap = 4096;
@@ -458,16 +442,7 @@ export class TerminalSession {
 
   /** Whether audio goes out twice (see `audioRedundancy`). */
   get audioRedundant(): boolean {
-    return this.redundant(this.redundancyMode);
-  }
-
-  /** Whether keyframes go out twice (see `keyframeRedundancy`). */
-  get keyframeRedundant(): boolean {
-    return this.redundant(this.keyframeRedundancyMode);
-  }
-
-  private redundant(mode: "auto" | "on" | "off"): boolean {
-    if (mode !== "auto") return mode === "on";
+    if (this.redundancyMode !== "auto") return this.redundancyMode === "on";
     // On a thin path the second copy would cost more than the loss it repairs.
     if (this.targetKbps !== undefined && this.targetKbps < 400) return false;
     for (const q of this.quality.send.values()) if (q.loss > 0.01) return true;

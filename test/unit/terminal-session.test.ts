@@ -234,19 +234,9 @@ test("receive reports go to the node per publisher; quality reports set the targ
   await sleep(10);
   const audio = node.sentDatagrams.slice(before).map((d) => d[7]);
   assert.equal(audio, [0, 0, 1], "frame 0, then frame 0 again just ahead of frame 1");
-  // A keyframe goes twice, its second copy after the whole first one; a delta frame once.
-  assert.ok(s.keyframeRedundant);
-  const k0 = node.sentDatagrams.length;
-  s.sendFrame(1, new Uint8Array(3000), { keyframe: true });
-  s.sendFrame(1, new Uint8Array(3000));
-  await sleep(10);
-  const video = node.sentDatagrams.slice(k0).map((d) => `${d[7]}.${d[9]}`);
-  assert.equal(video, ["0.0", "0.1", "0.2", "0.0", "0.1", "0.2", "1.0", "1.1", "1.2"]);
-  assert.is(s.counters.keyframesDoubled, 1);
   node.send({ t: "quality", slot: 2, direction: "send", estimateKbps: 300, kbps: 280, loss: 0.05, delayMs: 3, targetKbps: 300 });
   await sleep(10);
   assert.not.ok(s.audioRedundant, "not on a thin path");
-  assert.not.ok(s.keyframeRedundant, "nor keyframes");
   await s.leave();
 });
 
