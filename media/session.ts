@@ -7,7 +7,7 @@ import {
   type JoinMessage, type NodeMessage,
 } from "../src/protocol/control.ts";
 import { FrameDecoder, FramingError } from "../src/protocol/framing.ts";
-import { Flag, Track } from "../src/protocol/media.ts";
+import { Flag, standsForDatagram, Track } from "../src/protocol/media.ts";
 import { TokenError } from "../src/token/verify.ts";
 import type { ConsultationClaims } from "../src/token/claims.ts";
 import { MIN_DATAGRAM_SIZE, type Membership, type Relay, type RelayPeer } from "./relay/relay.ts";
@@ -195,7 +195,7 @@ export class NodeSession implements RelayPeer {
       // A stream delivers late rather than not at all: past a short backlog, video is refused
       // (the subscriber asks again or waits for a keyframe); audio always goes.
       if (bytes[2] !== Track.audio && this.queuedObjectBytes > STREAMS_ONLY_BACKLOG_BYTES) return false;
-      return !this.closing && this.sendObject(bytes);
+      return this.sendObject(bytes);
     }
     if (this.closing || !this.fits(bytes.length)) return false;
     if (this.inFlight < this.opts.maxDatagramsInFlight && this.queue.size === 0) {
@@ -350,7 +350,7 @@ export class NodeSession implements RelayPeer {
         const m = this.membership;
         if (!m) relay.outOfGroup(undefined);
         // Streams-only: an object without the reliable flag stands for a datagram.
-        else if (this.streamsOnly && o.length > 1 && (o[1]! & Flag.reliable) === 0) relay.forwardDatagram(m, o);
+        else if (this.streamsOnly && standsForDatagram(o)) relay.forwardDatagram(m, o);
         else relay.forwardObject(m, o);
       }
     }

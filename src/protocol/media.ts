@@ -115,6 +115,14 @@ export function fragmentFrame(
   return out;
 }
 
+/**
+ * Whether an object read from a media stream stands for a datagram (a streams-only session,
+ * docs/protocol.md §1: sent unchanged, without the reliable flag) rather than a whole frame.
+ */
+export function standsForDatagram(obj: Uint8Array): boolean {
+  return obj.length > 1 && (obj[1]! & Flag.reliable) === 0;
+}
+
 /** One whole object for a reliable stream (fragment 0 of 1). */
 export function encodeObject(h: Omit<MediaHeader, "fragmentIndex" | "fragmentCount">, payload: Uint8Array): Uint8Array {
   const d = new Uint8Array(HEADER_BYTES + payload.length);

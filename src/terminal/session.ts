@@ -23,7 +23,7 @@ import {
 } from "../protocol/control.ts";
 import { FrameDecoder, frame as lengthFrame } from "../protocol/framing.ts";
 import {
-  encodeObject, Flag, fragmentFrame, HEADER_BYTES, isKeyframe, layerOf, readHeader, Reassembler, seqNewer, streamKeyOf, withLayer,
+  encodeObject, Flag, fragmentFrame, HEADER_BYTES, standsForDatagram, isKeyframe, layerOf, readHeader, Reassembler, seqNewer, streamKeyOf, withLayer,
   type MediaFrame, type MediaHeader,
 } from "../protocol/media.ts";
 import { pinnedCertificates } from "./pinning.ts";
@@ -795,7 +795,7 @@ export class TerminalSession {
       this.counters.bytesReceived += value.length;
       for (const obj of decoder.push(value)) {
         // Streams-only: the node sends what would have been datagrams as objects without the flag.
-        if (obj.length > 1 && (obj[1]! & Flag.reliable) === 0) {
+        if (standsForDatagram(obj)) {
           this.counters.bytesReceived -= obj.length; // counted with the stream's bytes already
           this.onMediaDatagram(obj);
           continue;
