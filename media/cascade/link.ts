@@ -69,7 +69,7 @@ class CascadePeer implements RelayPeer {
     // connected, peer-joined, quality …) each node tells its own terminals itself.
     // The simulcast layer crosses as is (a keyframe-request without one means every layer).
     if (msg.t === "keyframe-request") this.link.send({ t: "ask", tag: this.att.tag, from: msg.slot ?? 0, to: this.slot, track: msg.track, ...withLayer(msg.layer) });
-    else if (msg.t === "nack") this.link.send({ t: "ask", tag: this.att.tag, from: msg.slot, to: this.slot, track: msg.track, sequences: msg.sequences, ...withLayer(msg.layer) });
+    else if (msg.t === "nack") this.link.send({ t: "ask", tag: this.att.tag, from: msg.slot, to: this.slot, track: msg.track, sequences: msg.sequences, ...withLayer(msg.layer), ...(msg.parts ? { parts: msg.parts } : {}) });
   }
   sendDatagram(bytes: Uint8Array): boolean {
     return this.link.sendDatagram(this.att.tag, bytes);
@@ -292,7 +292,7 @@ export class CascadeLink {
         const att = this.byTag.get(m.tag);
         const asker = att && [...att.remote.values()].find((x) => x.slot === m.from);
         if (!asker) return;
-        if (m.sequences) this.deps.relay.onControl(asker, { t: "nack", slot: m.to, track: m.track, sequences: m.sequences, ...withLayer(m.layer) });
+        if (m.sequences) this.deps.relay.onControl(asker, { t: "nack", slot: m.to, track: m.track, sequences: m.sequences, ...withLayer(m.layer), ...(m.parts ? { parts: m.parts } : {}) });
         else this.deps.relay.onControl(asker, { t: "keyframe-request", track: m.track, slot: m.to, ...withLayer(m.layer) });
         return;
       }

@@ -8,6 +8,7 @@
 //   u16 tag · object.
 // Media stays opaque: nothing here parses more than the tag.
 import { Packr } from "msgpackr";
+import { isNackParts } from "../../src/protocol/control.ts";
 
 export type LinkMessage =
   | { t: "attach"; tag: number; gid: string; token: string }
@@ -21,7 +22,7 @@ export type LinkMessage =
    * `keyframe-request` / `nack`: absent means every layer for a keyframe, layer 0 for a
    * retransmission (what a peer that predates simulcast sends; such a peer ignores the field).
    */
-  | { t: "ask"; tag: number; from: number; to: number; track: number; sequences?: number[]; layer?: number }
+  | { t: "ask"; tag: number; from: number; to: number; track: number; sequences?: number[]; layer?: number; /** With `sequences`: the nack's missing fragments per sequence. */ parts?: number[][] }
   | { t: "ping"; n: number }
   | { t: "pong"; n: number };
 
@@ -56,7 +57,8 @@ export function decodeLink(bytes: Uint8Array): LinkMessage {
       case "member": return u16(m.tag) && id(m.terminalId) && typeof m.present === "boolean" && (m.maxDatagramSize === undefined || (u16(m.maxDatagramSize) && (m.maxDatagramSize as number) >= 200));
       case "ask": return u16(m.tag) && u8(m.from) && u8(m.to) && u8(m.track) &&
         (m.sequences === undefined || (Array.isArray(m.sequences) && m.sequences.length <= 256 && m.sequences.every((s) => Number.isInteger(s) && s >= 0 && s <= 0xffffffff))) &&
-        (m.layer === undefined || (Number.isInteger(m.layer) && (m.layer as number) >= 0 && (m.layer as number) <= 3));
+        (m.layer === undefined || (Number.isInteger(m.layer) && (m.layer as number) >= 0 && (m.layer as number) <= 3)) &&
+        (m.parts === undefined || (Array.isArray(m.sequences) && isNackParts(m.parts, m.sequences.length)));
       case "ping": case "pong": return Number.isInteger(m.n);
       default: return false;
     }

@@ -400,7 +400,7 @@ export class Relay {
       case "nack":
         // Only to the publisher named; the retransmission comes back as reliable objects.
         for (const o of g.live) {
-          if (o !== m && o.slot === msg.slot) o.peer.sendControl({ t: "nack", track: msg.track, sequences: msg.sequences, slot: m.slot, ...(msg.layer ? { layer: msg.layer } : {}) });
+          if (o !== m && o.slot === msg.slot) o.peer.sendControl({ t: "nack", track: msg.track, sequences: msg.sequences, slot: m.slot, ...(msg.layer ? { layer: msg.layer } : {}), ...(msg.parts ? { parts: msg.parts } : {}) });
         }
         return;
       case "stats": {

@@ -46,7 +46,17 @@ export interface ByeMessage { t: "bye"; reason?: string }
  * Frames a receiver misses (by sequence). Terminal → node: `slot` is the publisher asked;
  * node → terminal: `slot` is the member asking. The publisher re-sends them on its reliable stream.
  */
-export interface NackMessage { t: "nack"; track: number; sequences: number[]; slot: number; /** Simulcast layer of the sequences (default 0). */ layer?: number }
+export interface NackMessage {
+  t: "nack"; track: number; sequences: number[]; slot: number;
+  /** Simulcast layer of the sequences (default 0). */
+  layer?: number;
+  /**
+   * Per sequence (same order), the fragment indices still missing of a frame partly received;
+   * an empty list (or no `parts`) asks for the whole frame. A big keyframe that lost one
+   * datagram of twelve then costs one datagram again, not twelve.
+   */
+  parts?: number[][];
+}
 /**
  * Receiver feedback about one publisher's media over the last interval (docs/protocol.md §10):
  * the node's per-subscriber bandwidth estimate and the publisher's target come from it.
@@ -156,9 +166,15 @@ const isReport = (v: unknown) =>
   Object.values(v as object).every((x) => num(x) || (typeof x === "string" && x.length <= 256));
 const isReason = (v: unknown) => typeof v === "string" && v in CloseCode;
 const isLayer = (v: unknown) => uint(v, 3);
+/** `parts` of a nack (or a node link's ask): one list of fragment indices per sequence. */
+export const isNackParts = (parts: unknown, sequences: number): boolean =>
+  Array.isArray(parts) && parts.length === sequences &&
+  parts.every((p) => Array.isArray(p) && p.length <= 1024 && p.every((i) => uint(i, 0xffff)));
+
 const isNack = (m: Record<string, unknown>) =>
   uint(m.track, 255) && uint(m.slot, 255) && Array.isArray(m.sequences) &&
-  m.sequences.length > 0 && m.sequences.length <= 64 && m.sequences.every((x) => uint(x)) && opt(m.layer, isLayer);
+  m.sequences.length > 0 && m.sequences.length <= 64 && m.sequences.every((x) => uint(x)) && opt(m.layer, isLayer) &&
+  opt(m.parts, (p) => isNackParts(p, (m.sequences as unknown[]).length));
 
 const nonneg = (v: unknown) => num(v) && (v as number) >= 0;
 const share = (v: unknown) => nonneg(v) && (v as number) <= 1;

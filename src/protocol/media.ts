@@ -142,6 +142,8 @@ interface Pending {
   received: number;
   bytes: number;
   firstAt: number;
+  /** When its latest fragment arrived. */
+  lastAt?: number;
   /** A newer frame was delivered first (counted in `lost`); a retransmission may still complete it. */
   overtaken?: boolean;
 }
@@ -215,6 +217,7 @@ export class Reassembler {
       this.pending.set(key, p);
     }
     if (p.parts[h.fragmentIndex]) return undefined;
+    p.lastAt = now;
     p.parts[h.fragmentIndex] = body.slice();
     p.received++;
     p.bytes += body.length;
@@ -234,6 +237,29 @@ export class Reassembler {
       off += part!.length;
     }
     return this.deliver(streamKey, p.header, payload);
+  }
+
+  /**
+   * A keyframe of `streamKey` at `sequence` is partly here (some fragments arrived, the rest is
+   * missing or being re-sent): worth waiting for, since nothing after it decodes without it.
+   */
+  partialKeyframe(streamKey: number, sequence: number, now = Date.now()): boolean {
+    const p = this.pending.get(`${streamKey}:${sequence}`);
+    return p !== undefined && (p.header.flags & Flag.keyframe) !== 0 && now - p.firstAt <= this.timeoutMs;
+  }
+
+  /** The fragment indices an incomplete frame still lacks (undefined: nothing of it here). */
+  missingFragments(streamKey: number, sequence: number): number[] | undefined {
+    const p = this.pending.get(`${streamKey}:${sequence}`);
+    if (!p) return undefined;
+    const out: number[] = [];
+    for (let i = 0; i < p.parts.length; i++) if (!p.parts[i]) out.push(i);
+    return out;
+  }
+
+  /** When the latest new fragment of an incomplete frame arrived (undefined: nothing of it here). */
+  lastFragmentAt(streamKey: number, sequence: number): number | undefined {
+    return this.pending.get(`${streamKey}:${sequence}`)?.lastAt;
   }
 
   /** Gives up frames older than the timeout; returns how many were given up. */

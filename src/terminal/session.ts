@@ -66,6 +66,12 @@ export interface ConnectOptions {
   nackDelayMs?: number;
   /** Most a frame is held waiting for a retransmission, ms, when timing follows the RTT (default 300). */
   latencyBudgetMs?: number;
+  /**
+   * Most a gap is held open while a keyframe in it is partly received and being repaired, ms
+   * (default 800). Nothing behind a missing keyframe decodes: giving up on it sooner only
+   * trades the repair for a keyframe request, a bigger keyframe and a longer freeze.
+   */
+  keyframeWaitMs?: number;
   /** How often receive reports go to the node, ms (default 300; 0 turns them off). */
   reportIntervalMs?: number;
   /** Audio redundancy: "auto" (when the others report loss and the target is ≥ 400 kbit/s), "on" or "off" (default "auto"). */
@@ -169,12 +175,18 @@ interface TrackOrder {
   nacked: Map<number, { at: number; n: number }>;
   /** Sequences the node announced it will not forward. */
   skipped: Set<number>;
+  /** When the current gap opened (the first frame held behind it), ms. */
+  gapAt?: number;
 }
 
 interface Sent {
   /** The frame as a whole reliable object, ready to send again. */
   object: Uint8Array;
   at: number;
+  /** Datagrams it was cut into (0: sent as one reliable object). */
+  fragments: number;
+  /** Until when its last re-sent copy is still being paced out, ms: a nack before then is answered already. */
+  resendingUntil?: number;
 }
 
 const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
@@ -242,6 +254,7 @@ export class TerminalSession {
   private paceRate: number;
   private readonly maxInFlight: number;
   private readonly retransmitMs: number;
+  private readonly keyframeWaitMs: number;
   private readonly onWriteDone = () => {
     this.inFlight--;
     if (this.audioQueue.length || this.videoQueue.length) this.drain();
@@ -275,6 +288,7 @@ export class TerminalSession {
     this.paceRate = opts.paceBytesPerSec ?? 6_000_000;
     this.maxInFlight = opts.maxInFlight ?? 64;
     this.retransmitMs = opts.retransmitMs ?? 1000;
+    this.keyframeWaitMs = opts.keyframeWaitMs ?? 800;
     this.maxVideoQueueMs = opts.maxVideoQueueMs ?? Infinity;
     this.streamsOnly = opts.streamsOnly ?? false;
     this.paceTokens = this.burstBytes;
@@ -400,7 +414,7 @@ export class TerminalSession {
     this.counters.framesSent++;
     // Every frame is kept briefly as a whole object: a receiver missing it asks with `nack`.
     const object = encodeObject({ ...header, flags: header.flags | Flag.reliable }, payload);
-    this.remember(stream, sequence, object);
+    this.remember(stream, sequence, object, reliable ? 0 : Math.max(1, Math.ceil(payload.length / room)));
     if (reliable) {
       this.sendObject(object);
     } else {
@@ -478,10 +492,10 @@ export class TerminalSession {
     return this.control.write(lengthFrame(encodeControl(msg))).catch(() => {});
   }
 
-  private remember(track: number, sequence: number, object: Uint8Array): void {
+  private remember(track: number, sequence: number, object: Uint8Array, fragments: number): void {
     let h = this.history.get(track);
     if (!h) this.history.set(track, (h = new Map()));
-    h.set(sequence, { object, at: performance.now() });
+    h.set(sequence, { object, at: performance.now(), fragments });
     const cutoff = performance.now() - this.retransmitMs;
     for (const [seq, sent] of h) {
       if (sent.at >= cutoff && h.size <= 512) break;
@@ -494,13 +508,21 @@ export class TerminalSession {
    * datagrams flagged `retransmission`, ahead of new video: a reliable stream would queue it
    * behind QUIC's congestion window and it would come after the receiver stopped waiting.
    */
-  private retransmit(track: number, sequences: number[], layer = 0): void {
+  private retransmit(track: number, sequences: number[], layer = 0, parts?: number[][]): void {
     const h = this.history.get(track | (layer << 8));
     if (!h) return;
     const urgent: Uint8Array[] = [];
-    for (const seq of sequences) {
+    const now = performance.now();
+    for (let k = 0; k < sequences.length; k++) {
+      const seq = sequences[k]!;
       const sent = h.get(seq);
       if (!sent) continue;
+      // Asked again before the copy re-sent last time has even left the pacer (a keyframe of
+      // ten datagrams takes ~150 ms at 500 kbit/s, the receiver re-asks after ~20 ms on a short
+      // path): a second copy would only queue behind the first and push new video past its deadline.
+      if (sent.resendingUntil !== undefined && now < sent.resendingUntil) continue;
+      const resendBytes = parts?.[k]?.length ? Math.min(sent.object.length, parts[k]!.length * this.sendDatagramSize) : sent.object.length;
+      sent.resendingUntil = now + ((resendBytes + this.queuedBytes) * 1000) / this.paceRate + 20;
       this.counters.retransmitted++;
       const header = readHeader(sent.object);
       const payload = sent.object.subarray(HEADER_BYTES);
@@ -510,7 +532,12 @@ export class TerminalSession {
         continue;
       }
       const flags = (header.flags & ~Flag.reliable) | Flag.retransmission;
-      for (const d of fragmentFrame({ ...header, flags }, payload, this.sendDatagramSize)) urgent.push(d);
+      const fragments = fragmentFrame({ ...header, flags }, payload, this.sendDatagramSize);
+      // Only the fragments the receiver lacks, when it cut the frame as we cut it now (the
+      // path's datagram size may have changed since: then all of it, cut anew).
+      const want = parts?.[k];
+      const same = want?.length && want.every((i) => i < fragments.length) && fragments.length === sent.fragments;
+      for (let i = 0; i < fragments.length; i++) if (!same || want.includes(i)) urgent.push(fragments[i]!);
     }
     if (!urgent.length) return;
     const queue = track === 0 ? this.audioQueue : this.videoQueue;
@@ -704,7 +731,7 @@ export class TerminalSession {
         this.emit("keyframe-request", { track: msg.track, from: msg.slot, ...(msg.layer === undefined ? {} : { layer: msg.layer }) });
         return;
       case "nack":
-        this.retransmit(msg.track, msg.sequences, msg.layer ?? 0);
+        this.retransmit(msg.track, msg.sequences, msg.layer ?? 0, msg.parts);
         return;
       case "peer-stats":
         this.emit("peer-stats", { from: msg.from, report: msg.report });
@@ -853,6 +880,7 @@ export class TerminalSession {
       o.skipped.delete(seq); // announced as not forwarded, then sent anyway (a race): drop it
       this.counters.late++;
     } else if (seqNewer(seq, o.next)) {
+      if (!o.held.size) o.gapAt = performance.now();
       if (!o.held.has(seq)) o.held.set(seq, f);
       if (o.held.size > 512) this.skipGap(key);
       else {
@@ -876,6 +904,7 @@ export class TerminalSession {
     for (const s of o.held.keys()) if (newest === undefined || seqNewer(s, newest)) newest = s;
     if (newest === undefined) return;
     const now = performance.now();
+    const r = this.reassemblers.get((key >> 8) & 0xff);
     const missing: number[] = [];
     let waiting = false;
     for (let s = o.next; s !== newest && missing.length < 64; s = (s + 1) >>> 0) {
@@ -883,7 +912,11 @@ export class TerminalSession {
       const asked = o.nacked.get(s);
       if (!asked) missing.push(s);
       else if (asked.n < 3) {
-        if (now - asked.at >= this.nackRetryMs) missing.push(s);
+        // Fragments of the re-sent copy still arriving: it is on its way (a big frame takes
+        // longer to pace out than a round trip), so asking again would only send it twice.
+        const heard = r?.lastFragmentAt(key, s);
+        const arriving = heard !== undefined && Date.now() - heard < this.nackRetryMs;
+        if (now - asked.at >= this.nackRetryMs && !arriving) missing.push(s);
         else waiting = true;
       }
     }
@@ -894,7 +927,10 @@ export class TerminalSession {
     if (missing.length) {
       this.counters.nacked += missing.length;
       const layer = key >> 16;
-      this.sendControl({ t: "nack", track: key & 0xff, sequences: missing, slot: (key >> 8) & 0xff, ...(layer ? { layer } : {}) });
+      // Of a frame partly here, only the fragments it lacks.
+      const parts = missing.map((s) => r?.missingFragments(key, s) ?? []);
+      const partial = parts.some((p) => p.length > 0);
+      this.sendControl({ t: "nack", track: key & 0xff, sequences: missing, slot: (key >> 8) & 0xff, ...(layer ? { layer } : {}), ...(partial ? { parts } : {}) });
     }
     if (missing.length || waiting) o.nackTimer = setTimeout(() => this.nack(key), this.nackRetryMs);
   }
@@ -926,7 +962,8 @@ export class TerminalSession {
       clearTimeout(o.nackTimer);
       o.timer = o.nackTimer = undefined;
       o.nacked.clear();
-    }
+      o.gapAt = undefined;
+    } else o.gapAt = performance.now();
   }
 
   /** The gap was waited out: go on from the oldest frame held. */
@@ -938,10 +975,23 @@ export class TerminalSession {
     let oldest: number | undefined;
     for (const s of o.held.keys()) if (oldest === undefined || seqNewer(oldest, s)) oldest = s;
     if (oldest === undefined) return;
+    const waited = performance.now() - (o.gapAt ?? 0);
+    if (o.next !== undefined && waited < this.keyframeWaitMs && !isKeyframe(o.held.get(oldest)!.header) && this.keyframeInGap(key, o.next, oldest)) {
+      o.timer = setTimeout(() => this.skipGap(key), Math.min(this.reorderMs, this.keyframeWaitMs - waited));
+      return;
+    }
     if (o.next !== undefined) this.counters.lost += (oldest - o.next) >>> 0;
     o.next = oldest;
     this.flushHeld(key, o);
     if (o.held.size) o.timer = setTimeout(() => this.skipGap(key), this.reorderMs);
+  }
+
+  /** A keyframe between `from` and `to` (excluded) is partly received: its repair is under way. */
+  private keyframeInGap(key: number, from: number, to: number): boolean {
+    const r = this.reassemblers.get((key >> 8) & 0xff);
+    if (!r) return false;
+    for (let s = from, n = 0; s !== to && n < 64; s = (s + 1) >>> 0, n++) if (r.partialKeyframe(key, s)) return true;
+    return false;
   }
 
   private deliver(f: MediaFrame): void {

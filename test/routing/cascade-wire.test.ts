@@ -13,6 +13,9 @@ test("cascade wire: an ask keeps its layer across encode/decode", () => {
   const nack: LinkMessage = { t: "ask", tag: 3, from: 1, to: 0, track: 1, sequences: [7, 8], layer: 1 };
   const kf: LinkMessage = { t: "ask", tag: 3, from: 1, to: 0, track: 1, layer: 0 };
   assert.equal(decodeLink(encodeLink(nack)), nack);
+  const partial: LinkMessage = { t: "ask", tag: 3, from: 1, to: 0, track: 1, sequences: [7, 8], parts: [[2], []] };
+  assert.equal(decodeLink(encodeLink(partial)), partial);
+  assert.throws(() => decodeLink(encodeLink({ ...partial, parts: [[2]] } as LinkMessage)), "parts must match the sequences");
   // Layer 0 is kept, not dropped: for a keyframe it means the lowest layer, not every layer.
   const back = decodeLink(encodeLink(kf));
   assert.equal(back, kf);

@@ -20,6 +20,9 @@ test("join with resume and maxDatagramSize, welcome with resume and expiresAt, d
   const nack = { t: "nack", track: 1, sequences: [7, 8, 4294967295], slot: 2 } as const;
   assert.equal(decodeTerminalMessage(encodeControl({ ...nack, sequences: [...nack.sequences] })), nack);
   assert.equal(decodeNodeMessage(encodeControl({ ...nack, sequences: [...nack.sequences] })), nack);
+  const partial = { t: "nack" as const, track: 1, sequences: [7, 8], slot: 2, parts: [[1, 5], []] };
+  assert.equal(decodeTerminalMessage(encodeControl(partial)), partial);
+  assert.equal(decodeNodeMessage(encodeControl(partial)), partial);
 });
 
 test("malformed extensions are refused", () => {
@@ -34,6 +37,9 @@ test("malformed extensions are refused", () => {
     ["nack without slot", { t: "nack", track: 1, sequences: [1] }, "t"],
     ["nack with too many sequences", { t: "nack", track: 1, sequences: Array.from({ length: 65 }, (_, i) => i), slot: 1 }, "t"],
     ["nack with a negative sequence", { t: "nack", track: 1, sequences: [-1], slot: 1 }, "n"],
+    ["nack parts not one per sequence", { t: "nack", track: 1, sequences: [1, 2], slot: 1, parts: [[0]] }, "t"],
+    ["nack part index out of range", { t: "nack", track: 1, sequences: [1], slot: 1, parts: [[70000]] }, "n"],
+    ["nack parts not lists", { t: "nack", track: 1, sequences: [1], slot: 1, parts: [3] }, "t"],
     ["datagram-size too big", { t: "datagram-size", maxDatagramSize: 70000 }, "n"],
   ];
   for (const [name, v, side] of bad) {

@@ -19,6 +19,12 @@ class FakeNode extends ScriptedNode {
     frags.forEach((d, i) => { if (!only || only.includes(i)) this.datagrams.push(d); });
   }
 
+  /** A keyframe from slot 2 as datagrams (only some fragments; `resent`: flagged as a retransmission). */
+  keyframeDatagrams(seq: number, size: number, only: number[], resent = false) {
+    const frags = fragmentFrame({ flags: 0x01 | (resent ? 0x08 : 0), track: 1, source: 2, sequence: seq, timestamp: seq }, body(seq, size), 1200);
+    frags.forEach((d, i) => { if (only.includes(i)) this.datagrams.push(d); });
+  }
+
   /** A frame from slot 2 as a reliable object. */
   objectFrame(seq: number, size: number) {
     this.pushObject(frame(encodeObject({ flags: 2, track: 1, source: 2, sequence: seq, timestamp: seq }, body(seq, size))));
@@ -100,7 +106,8 @@ test("a gap is asked for with nack (again while it stays missing, at most 3 time
   assert.equal(got, [0]);
   const nacks = node.fromTerminal.filter((m) => m.t === "nack");
   assert.ok(nacks.length >= 1 && nacks.length <= 3, `${nacks.length} nacks`);
-  for (const n of nacks) assert.equal(n, { t: "nack", track: 1, sequences: [1], slot: 2 });
+  // Fragments 0 and 2 are here: only fragment 1 is asked for.
+  for (const n of nacks) assert.equal(n, { t: "nack", track: 1, sequences: [1], slot: 2, parts: [[1]] });
   await sleep(450);
   assert.is(node.fromTerminal.filter((m) => m.t === "nack").length, 3, "3 asks in all");
   assert.equal(got, [0, 2, 3]);
@@ -138,6 +145,60 @@ test("a nack makes the sender re-send what it still holds: small frames as flagg
   assert.is(obj![1]! & 0x02, 0x02, "flagged reliable");
   assert.equal(obj!.subarray(20), body(3, 3000));
   assert.is(s.counters.retransmitted, 2);
+  await s.leave();
+});
+
+test("a nack naming fragments gets only those again; asked again while that copy is still being paced, it is not sent twice", async () => {
+  const node = new FakeNode();
+  const s = await TerminalSession.connect({ url: "https://fake/v1/session", token: "t", WebTransport: node.WebTransport, paceBytesPerSec: 20_000 });
+  const key = s.sendFrame(1, body(0, 6000), { keyframe: true, reliable: false }); // 6 fragments
+  await sleep(400); // paced out
+  const before = node.sentDatagrams.length;
+  assert.is(before, 6);
+  node.send({ t: "nack", track: 1, sequences: [key], slot: 2, parts: [[2, 4]] });
+  await sleep(5);
+  node.send({ t: "nack", track: 1, sequences: [key], slot: 2, parts: [[2, 4]] }); // before the first copy left
+  await sleep(300);
+  const again = node.sentDatagrams.slice(before);
+  assert.equal(again.map((d) => new DataView(d.buffer, d.byteOffset).getUint16(8)), [2, 4], "fragments 2 and 4, once");
+  for (const d of again) assert.is(d[1]! & 0x08, 0x08, "flagged retransmission");
+  assert.is(s.counters.retransmitted, 1);
+  node.send({ t: "nack", track: 1, sequences: [key], slot: 2 }); // later, no parts: the whole frame
+  await sleep(600);
+  assert.is(node.sentDatagrams.length - before, 2 + 6);
+  await s.leave();
+});
+
+test("a gap holding a partly received keyframe stays open past the reorder window until its repair completes", async () => {
+  const { node, s, got } = await open({ reorderMs: 80, nackDelayMs: 10 });
+  node.datagramFrame(0, 100);
+  node.keyframeDatagrams(1, 4000, [0, 2, 3]); // 4 fragments, fragment 1 lost
+  node.datagramFrame(2, 100);
+  node.datagramFrame(3, 100);
+  await sleep(250); // three reorder windows
+  assert.equal(got, [0], "the frames behind the keyframe wait for it");
+  assert.ok(node.fromTerminal.some((m) => m.t === "nack" && m.parts?.[0]?.[0] === 1), "fragment 1 asked for");
+  node.keyframeDatagrams(1, 4000, [1], true);
+  await sleep(10);
+  assert.equal(got, [0, 1, 2, 3]);
+  assert.is(s.counters.lost, 0);
+  await s.leave();
+});
+
+test("a keyframe that is never repaired is given up after keyframeWaitMs", async () => {
+  const node = new FakeNode();
+  const s = await TerminalSession.connect({ url: "https://fake/v1/session", token: "a.b.c", WebTransport: node.WebTransport, reorderMs: 50, nackDelayMs: 10, keyframeWaitMs: 300 });
+  const got: number[] = [];
+  s.on("frame", (f) => got.push(f.header.sequence));
+  await sleep(5);
+  node.datagramFrame(0, 100);
+  node.keyframeDatagrams(1, 4000, [0, 2, 3]);
+  node.datagramFrame(2, 100);
+  await sleep(200);
+  assert.equal(got, [0]);
+  await sleep(250);
+  assert.equal(got, [0, 2], "skipped after 300 ms");
+  assert.is(s.counters.lost, 1);
   await s.leave();
 });
 
