@@ -657,7 +657,7 @@ export class Relay {
     for (let i = 0; i < 8; i++) F64_BYTES[7 - i] = d[12 + i]!; // big-endian f64, without a DataView per datagram
     u.meter.onDatagram(
       track | (layerOf(flags) << 8), seq, (d[10]! << 8) | d[11]!, d.length, F64[0]!, now,
-      (d[8]! << 8) | d[9]!, (flags & Flag.retransmission) !== 0,
+      (d[8]! << 8) | d[9]!, (flags & (Flag.retransmission | Flag.parity)) !== 0,
     );
   }
 

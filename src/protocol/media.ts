@@ -10,6 +10,12 @@ export const Flag = {
   keyframe: 0x01,
   /** The frame travels on a reliable stream rather than datagrams. */
   reliable: 0x02,
+  /**
+   * Forward error correction: the XOR of a group of this frame's fragments (`fragmentIndex`
+   * is the group's first fragment, `fragmentCount` the frame's), so a receiver rebuilds one
+   * lost fragment per group without a round trip (docs/protocol.md §4).
+   */
+  parity: 0x04,
   /** A re-sent frame (after a `nack`) travelling as datagrams: older than what was delivered, yet wanted. */
   retransmission: 0x08,
   /** Dropping this frame breaks no later frame (e.g. a top temporal layer). */
@@ -115,6 +121,45 @@ export function fragmentFrame(
   return out;
 }
 
+/** Fragments one parity datagram covers at most: one loss in six is repaired without a round trip. */
+export const PARITY_GROUP = 6;
+
+/** Size of the parity groups of a frame of `count` fragments (balanced: 7 → 4 + 3, never a group of one). */
+export function parityGroupSize(count: number): number {
+  return Math.ceil(count / Math.ceil(count / PARITY_GROUP));
+}
+
+/**
+ * The parity datagrams of one frame's fragments (as `fragmentFrame` made them): per group, the
+ * first fragment's header with `Flag.parity`, then the XOR of the group's fragment lengths
+ * (u16) and of their bodies, each zero-padded to the longest. Two bytes longer than the group's
+ * longest fragment: a sender using parity cuts its fragments two bytes short of the datagram size.
+ */
+export function parityFor(fragments: readonly Uint8Array[]): Uint8Array[] {
+  const n = fragments.length;
+  if (n < 2) return [];
+  const g = parityGroupSize(n);
+  const out: Uint8Array[] = [];
+  for (let start = 0; start < n; start += g) {
+    const group = fragments.slice(start, Math.min(n, start + g));
+    let longest = 0;
+    let lengths = 0;
+    for (const d of group) {
+      longest = Math.max(longest, d.length - HEADER_BYTES);
+      lengths ^= d.length - HEADER_BYTES;
+    }
+    const p = new Uint8Array(HEADER_BYTES + 2 + longest);
+    p.set(group[0]!.subarray(0, HEADER_BYTES));
+    p[1] = (p[1]! | Flag.parity) & ~Flag.retransmission;
+    p[HEADER_BYTES] = lengths >> 8;
+    p[HEADER_BYTES + 1] = lengths & 0xff;
+    const x = p.subarray(HEADER_BYTES + 2);
+    for (const d of group) for (let i = HEADER_BYTES; i < d.length; i++) x[i - HEADER_BYTES]! ^= d[i]!;
+    out.push(p);
+  }
+  return out;
+}
+
 /**
  * Whether an object read from a media stream stands for a datagram (a streams-only session,
  * docs/protocol.md §1: sent unchanged, without the reliable flag) rather than a whole frame.
@@ -144,6 +189,8 @@ interface Pending {
   firstAt: number;
   /** When its latest fragment arrived. */
   lastAt?: number;
+  /** Parity datagram bodies by their group's first fragment index. */
+  parity?: Map<number, Uint8Array>;
   /** A newer frame was delivered first (counted in `lost`); a retransmission may still complete it. */
   overtaken?: boolean;
 }
@@ -180,6 +227,8 @@ export class Reassembler {
   private lastDelivered = new Map<number, number>();
   lost = 0;
   late = 0;
+  /** Fragments rebuilt from parity. */
+  repaired = 0;
   private readonly timeoutMs: number;
   private readonly maxPending: number;
   private readonly maxFrameBytes: number;
@@ -196,37 +245,45 @@ export class Reassembler {
     const streamKey = streamKeyOf(h);
     const last = this.lastDelivered.get(streamKey);
     const resent = (h.flags & Flag.retransmission) !== 0;
-    if (last !== undefined && !seqNewer(h.sequence, last) && !resent) {
-      this.late++;
+    const parity = (h.flags & Flag.parity) !== 0;
+    const key = `${streamKey}:${h.sequence}`;
+    // Parity of a frame overtaken but still pending can complete it, like a retransmission.
+    if (last !== undefined && !seqNewer(h.sequence, last) && !resent && !(parity && this.pending.has(key))) {
+      if (!parity) this.late++;
       return undefined;
     }
     const body = datagram.subarray(HEADER_BYTES);
-    if (h.fragmentCount === 1) return this.deliver(streamKey, h, body.slice());
-    const key = `${streamKey}:${h.sequence}`;
+    if (parity && (h.fragmentCount < 2 || body.length < 2)) return undefined;
+    if (!parity && h.fragmentCount === 1) return this.deliver(streamKey, h, body.slice());
     let p = this.pending.get(key);
     if (!p) {
       this.expire(now);
       if (this.pending.size >= this.maxPending) this.dropOldest();
-      p = { header: h, parts: new Array(h.fragmentCount), received: 0, bytes: 0, firstAt: now };
+      p = { header: parity ? { ...h, flags: h.flags & ~Flag.parity } : h, parts: new Array(h.fragmentCount), received: 0, bytes: 0, firstAt: now };
       this.pending.set(key, p);
     }
     if (p.header.fragmentCount !== h.fragmentCount) {
-      if (!resent) return undefined;
+      if (!resent || parity) return undefined;
       // Re-sent cut to another size (the path's datagram size shrank): start over with it.
       p = { header: h, parts: new Array(h.fragmentCount), received: 0, bytes: 0, firstAt: now, overtaken: p.overtaken };
       this.pending.set(key, p);
     }
-    if (p.parts[h.fragmentIndex]) return undefined;
+    if (parity) {
+      (p.parity ??= new Map()).set(h.fragmentIndex, body.slice());
+    } else {
+      if (p.parts[h.fragmentIndex]) return undefined;
+      p.parts[h.fragmentIndex] = body.slice();
+      p.received++;
+      p.bytes += body.length;
+      if (h.fragmentIndex === 0) p.header = h;
+    }
     p.lastAt = now;
-    p.parts[h.fragmentIndex] = body.slice();
-    p.received++;
-    p.bytes += body.length;
+    if (p.received < h.fragmentCount && p.parity) this.repair(p);
     if (p.bytes > this.maxFrameBytes) {
       this.pending.delete(key);
       this.lost++;
       return undefined;
     }
-    if (h.fragmentIndex === 0) p.header = h;
     if (p.received < h.fragmentCount) return undefined;
     this.pending.delete(key);
     if (p.overtaken) this.lost--; // not lost after all
@@ -237,6 +294,42 @@ export class Reassembler {
       off += part!.length;
     }
     return this.deliver(streamKey, p.header, payload);
+  }
+
+  /** Rebuilds the one fragment missing from a parity group, for each group that lacks only one. */
+  private repair(p: Pending): void {
+    const n = p.parts.length;
+    const g = parityGroupSize(n);
+    for (const [start, par] of p.parity!) {
+      if (start % g !== 0 || start >= n) continue;
+      const end = Math.min(n, start + g);
+      let missing = -1;
+      let lengths = (par[0]! << 8) | par[1]!;
+      let gaps = 0;
+      for (let i = start; i < end; i++) {
+        const part = p.parts[i];
+        if (part) lengths ^= part.length;
+        else {
+          missing = i;
+          gaps++;
+        }
+      }
+      if (gaps === 0) p.parity!.delete(start);
+      if (gaps !== 1) continue;
+      const x = par.subarray(2);
+      if (lengths > x.length) continue; // not this group's parity (a cut of another size)
+      const out = x.slice(0, lengths);
+      for (let i = start; i < end; i++) {
+        const part = p.parts[i];
+        if (!part) continue;
+        for (let j = 0; j < Math.min(lengths, part.length); j++) out[j]! ^= part[j]!;
+      }
+      p.parts[missing] = out;
+      p.received++;
+      p.bytes += out.length;
+      p.parity!.delete(start);
+      this.repaired++;
+    }
   }
 
   /**

@@ -23,7 +23,7 @@ import {
 } from "../protocol/control.ts";
 import { FrameDecoder, frame as lengthFrame } from "../protocol/framing.ts";
 import {
-  encodeObject, Flag, fragmentFrame, HEADER_BYTES, standsForDatagram, isKeyframe, layerOf, readHeader, Reassembler, seqNewer, streamKeyOf, withLayer,
+  encodeObject, Flag, fragmentFrame, HEADER_BYTES, parityFor, standsForDatagram, isKeyframe, layerOf, readHeader, Reassembler, seqNewer, streamKeyOf, withLayer,
   type MediaFrame, type MediaHeader,
 } from "../protocol/media.ts";
 import { pinnedCertificates } from "./pinning.ts";
@@ -76,6 +76,12 @@ export interface ConnectOptions {
   reportIntervalMs?: number;
   /** Audio redundancy: "auto" (when the others report loss and the target is ≥ 400 kbit/s), "on" or "off" (default "auto"). */
   audioRedundancy?: "auto" | "on" | "off";
+  /**
+   * Parity for video frames of several datagrams (one XOR datagram per group of up to six
+   * fragments): "auto" (as audio redundancy, and only while no receiver reports a standing
+   * queue: on a full bottleneck the extra bytes only add loss), "on" or "off" (default "auto").
+   */
+  fec?: "auto" | "on" | "off";
   /** WebTransport constructor to use (default `globalThis.WebTransport`). */
   WebTransport?: typeof WebTransport;
   /**
@@ -151,6 +157,10 @@ export interface SessionCounters {
   /** Frames asked for again (receiver) / sent again on request (sender). */
   nacked: number;
   retransmitted: number;
+  /** Parity datagrams sent (see `fec`). */
+  paritySent: number;
+  /** Lost fragments rebuilt from parity, without a round trip. */
+  repaired: number;
   malformed: number;
   rttMs: number;
 }
@@ -183,11 +193,14 @@ interface Sent {
   /** The frame as a whole reliable object, ready to send again. */
   object: Uint8Array;
   at: number;
-  /** Datagrams it was cut into (0: sent as one reliable object). */
-  fragments: number;
+  /** Datagram size it was cut to (0: sent as one reliable object). */
+  cut: number;
   /** Until when its last re-sent copy is still being paced out, ms: a nack before then is answered already. */
   resendingUntil?: number;
 }
+
+/** Queueing delay a receiver reports above which the path counts as full (no parity then), ms. */
+const STANDING_QUEUE_MS = 30;
 
 const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
 
@@ -205,7 +218,7 @@ export class TerminalSession {
   readonly expiresAt?: number;
   readonly counters: SessionCounters = {
     bytesSent: 0, bytesReceived: 0, framesSent: 0, framesReceived: 0, datagramsSent: 0, datagramsReceived: 0,
-    objectsSent: 0, objectsReceived: 0, lost: 0, late: 0, sendDropped: 0, nacked: 0, retransmitted: 0, malformed: 0, rttMs: 0,
+    objectsSent: 0, objectsReceived: 0, lost: 0, late: 0, sendDropped: 0, nacked: 0, retransmitted: 0, paritySent: 0, repaired: 0, malformed: 0, rttMs: 0,
   };
   private readonly listeners = new Map<string, Set<Listener<never>>>();
   private readonly sequences = new Map<number, number>();
@@ -248,6 +261,7 @@ export class TerminalSession {
   private reportTimer?: ReturnType<typeof setInterval>;
   private readonly fixedTiming: { reorderMs?: number; nackDelayMs?: number; budgetMs: number };
   private readonly redundancyMode: "auto" | "on" | "off";
+  private readonly fecMode: "auto" | "on" | "off";
   private readonly reportIntervalMs: number;
   private lastAudio: Uint8Array[] = [];
   private readonly maxFragments: number;
@@ -283,6 +297,7 @@ export class TerminalSession {
     this.nackDelayMs = opts.nackDelayMs ?? timing.nackDelayMs;
     this.nackRetryMs = timing.nackRetryMs;
     this.redundancyMode = opts.audioRedundancy ?? "auto";
+    this.fecMode = opts.fec ?? "auto";
     this.reportIntervalMs = opts.reportIntervalMs ?? 300;
     this.maxFragments = opts.maxDatagramFragments ?? 24;
     this.paceRate = opts.paceBytesPerSec ?? 6_000_000;
@@ -407,14 +422,16 @@ export class TerminalSession {
     if (opts.keyframe) flags |= Flag.keyframe;
     if (opts.discardable) flags |= Flag.discardable;
     if (opts.layer) flags = withLayer(flags, opts.layer);
-    const size = this.sendDatagramSize;
+    // With parity, fragments are cut two bytes short: a parity datagram is that much longer.
+    const parity = track !== 0 && this.parityOn;
+    const size = this.sendDatagramSize - (parity ? 2 : 0);
     const room = size - HEADER_BYTES;
     const reliable = opts.reliable ?? Math.ceil(payload.length / room) > this.maxFragments;
     const header = { flags: reliable ? flags | Flag.reliable : flags, track, source: 0, sequence, timestamp: opts.timestamp ?? nowUs() };
     this.counters.framesSent++;
     // Every frame is kept briefly as a whole object: a receiver missing it asks with `nack`.
     const object = encodeObject({ ...header, flags: header.flags | Flag.reliable }, payload);
-    this.remember(stream, sequence, object, reliable ? 0 : Math.max(1, Math.ceil(payload.length / room)));
+    this.remember(stream, sequence, object, reliable ? 0 : size);
     if (reliable) {
       this.sendObject(object);
     } else {
@@ -425,6 +442,11 @@ export class TerminalSession {
         // copy is made good 20 ms later, in order, without a round trip.
         if (this.audioRedundant) for (const d of this.lastAudio) queue.push(d);
         this.lastAudio = datagrams;
+      }
+      if (parity) {
+        const extra = parityFor(datagrams);
+        this.counters.paritySent += extra.length;
+        datagrams.push(...extra);
       }
       for (const d of datagrams) queue.push(d);
       if (track !== 0 && this.maxVideoQueueMs !== Infinity) for (const d of datagrams) this.queuedAt.set(d, performance.now());
@@ -463,6 +485,19 @@ export class TerminalSession {
     return false;
   }
 
+  /** Whether video frames of several datagrams carry parity (see `fec`). */
+  get parityOn(): boolean {
+    if (this.fecMode !== "auto") return this.fecMode === "on";
+    // On the session's streams nothing is lost: parity would be dead weight.
+    if (this.streamsOnly || (this.targetKbps !== undefined && this.targetKbps < 400)) return false;
+    let loss = false;
+    for (const q of this.quality.send.values()) {
+      if (q.delayMs > STANDING_QUEUE_MS) return false;
+      if (q.loss > 0.01) loss = true;
+    }
+    return loss;
+  }
+
   /** Asks the publisher in `slot` (default: everyone else) for a keyframe on `track`. */
   requestKeyframe(track: number, slot?: number): void {
     this.sendControl(slot === undefined ? { t: "keyframe-request", track } : { t: "keyframe-request", track, slot });
@@ -492,10 +527,10 @@ export class TerminalSession {
     return this.control.write(lengthFrame(encodeControl(msg))).catch(() => {});
   }
 
-  private remember(track: number, sequence: number, object: Uint8Array, fragments: number): void {
+  private remember(track: number, sequence: number, object: Uint8Array, cut: number): void {
     let h = this.history.get(track);
     if (!h) this.history.set(track, (h = new Map()));
-    h.set(sequence, { object, at: performance.now(), fragments });
+    h.set(sequence, { object, at: performance.now(), cut });
     const cutoff = performance.now() - this.retransmitMs;
     for (const [seq, sent] of h) {
       if (sent.at >= cutoff && h.size <= 512) break;
@@ -532,11 +567,12 @@ export class TerminalSession {
         continue;
       }
       const flags = (header.flags & ~Flag.reliable) | Flag.retransmission;
-      const fragments = fragmentFrame({ ...header, flags }, payload, this.sendDatagramSize);
-      // Only the fragments the receiver lacks, when it cut the frame as we cut it now (the
-      // path's datagram size may have changed since: then all of it, cut anew).
+      // Only the fragments the receiver lacks, cut as the first time; when the path's datagram
+      // size has shrunk below that cut since, all of it, cut anew.
+      const cut = sent.cut && sent.cut <= this.sendDatagramSize ? sent.cut : this.sendDatagramSize;
+      const fragments = fragmentFrame({ ...header, flags }, payload, cut);
       const want = parts?.[k];
-      const same = want?.length && want.every((i) => i < fragments.length) && fragments.length === sent.fragments;
+      const same = want?.length && want.every((i) => i < fragments.length) && cut === sent.cut;
       for (let i = 0; i < fragments.length; i++) if (!same || want.includes(i)) urgent.push(fragments[i]!);
     }
     if (!urgent.length) return;
@@ -574,7 +610,7 @@ export class TerminalSession {
         // Too late to be of use: drop it and the rest of its frame still queued.
         q.shift();
         this.counters.sendDropped++;
-        while (q[0] && q[0][1] === d[1] && q[0][2] === d[2] && q[0][4] === d[4] && q[0][5] === d[5] && q[0][6] === d[6] && q[0][7] === d[7]) {
+        while (q[0] && (q[0][1]! & ~Flag.parity) === (d[1]! & ~Flag.parity) && q[0][2] === d[2] && q[0][4] === d[4] && q[0][5] === d[5] && q[0][6] === d[6] && q[0][7] === d[7]) {
           q.shift();
           this.counters.sendDropped++;
         }
@@ -789,18 +825,20 @@ export class TerminalSession {
       let meter = this.meters.get(source);
       if (!meter) this.meters.set(source, (meter = new ReceiveMeter(performance.timeOrigin + performance.now())));
       const dv = new DataView(value.buffer, value.byteOffset, HEADER_BYTES);
-      meter.onDatagram(value[2]! | (layerOf(value[1]!) << 8), dv.getUint32(4), dv.getUint16(10) || 1, value.length, dv.getFloat64(12), performance.timeOrigin + performance.now(), dv.getUint16(8), (value[1]! & (Flag.retransmission | Flag.padding)) !== 0);
+      meter.onDatagram(value[2]! | (layerOf(value[1]!) << 8), dv.getUint32(4), dv.getUint16(10) || 1, value.length, dv.getFloat64(12), performance.timeOrigin + performance.now(), dv.getUint16(8), (value[1]! & (Flag.retransmission | Flag.padding | Flag.parity)) !== 0);
       if ((value[1]! & Flag.padding) !== 0) return; // the node probing the path: counted, not media
     }
     let r = this.reassemblers.get(source);
     if (!r) this.reassemblers.set(source, (r = new Reassembler({ timeoutMs: 1000 })));
     let f: MediaFrame | undefined;
+    const repaired = r.repaired;
     try {
       f = r.push(value);
     } catch {
       this.counters.malformed++;
       return;
     }
+    this.counters.repaired += r.repaired - repaired;
     if (f) this.order(f);
   }
 

@@ -311,7 +311,7 @@ export class NetworkLab {
       // Adaptive: a frame re-sent later than the receiver waits (its latency budget) is wasted
       // bytes on the bottleneck, so the sender keeps them for 400 ms instead of a second; and
       // video that waited 250 ms for the pacer is dropped there rather than sent late.
-      ...(o.adaptive ? { congestionControl: "low-latency" as const, retransmitMs: 400, maxVideoQueueMs: 250 } : { reorderMs: 150, nackDelayMs: 25, audioRedundancy: "off" as const }),
+      ...(o.adaptive ? { congestionControl: "low-latency" as const, retransmitMs: 400, maxVideoQueueMs: 250 } : { reorderMs: 150, nackDelayMs: 25, audioRedundancy: "off" as const, fec: "off" as const }),
     });
     let a: TerminalSession | undefined, b: TerminalSession | undefined;
     const senders: SyntheticSender[] = [];
