@@ -16,7 +16,7 @@ t.after(async () => { await lab?.stop(); });
 
 const both = (r: CallResult) => [r.ab, r.ba];
 const summary = (r: CallResult) =>
-  JSON.stringify({ ab: r.ab, ba: r.ba, counters: r.counters.map((c) => ({ lost: c.lost, late: c.late, nacked: c.nacked, retransmitted: c.retransmitted })) });
+  JSON.stringify({ ab: r.ab, ba: r.ba, counters: r.counters.map((c) => ({ lost: c.lost, late: c.late, nacked: c.nacked, retransmitted: c.retransmitted, parity: c.paritySent, repaired: c.repaired })) });
 const targetAt = (tl: Sample[], fromMs: number, toMs: number) =>
   tl.filter((s) => s.atMs >= fromMs && s.atMs <= toMs && s.targetKbps !== undefined).map((s) => s.targetKbps!);
 
@@ -29,6 +29,11 @@ t("3% loss: audio ≥ 95%, video keeps moving, lost frames are re-sent, audio go
   }
   assert.ok(r.counters.every((c) => c.retransmitted > 0), "lost frames were asked for and re-sent");
   assert.ok(r.redundantSeen, "the sender turned audio redundancy on after the node reported loss");
+  const parity = r.counters.map((c) => c.paritySent);
+  const repaired = r.counters.map((c) => c.repaired);
+  console.log(`  3% loss: parity sent ${parity}, fragments rebuilt from it ${repaired}, retransmitted ${r.counters.map((c) => c.retransmitted)}`);
+  assert.ok(parity.every((n) => n > 0), `both senders added parity after the node reported loss (${parity})`);
+  assert.ok(repaired.some((n) => n > 0), `lost fragments were rebuilt from parity (${repaired})`);
 });
 
 t("1 Mbit/s uplink: the target settles under the bottleneck, latency stays low", async () => {
