@@ -78,8 +78,9 @@ export interface ConnectOptions {
   audioRedundancy?: "auto" | "on" | "off";
   /**
    * Parity for video frames of several datagrams (one XOR datagram per group of up to six
-   * fragments): "auto" (as audio redundancy, and only while no receiver reports a standing
-   * queue: on a full bottleneck the extra bytes only add loss), "on" or "off" (default "auto").
+   * fragments): "auto" (keyframes always, other frames once a receiver reports loss, and none
+   * while a receiver reports a standing queue: on a full bottleneck the extra bytes only add
+   * loss), "on" or "off" (default "auto").
    */
   fec?: "auto" | "on" | "off";
   /** WebTransport constructor to use (default `globalThis.WebTransport`). */
@@ -423,7 +424,7 @@ export class TerminalSession {
     if (opts.discardable) flags |= Flag.discardable;
     if (opts.layer) flags = withLayer(flags, opts.layer);
     // With parity, fragments are cut two bytes short: a parity datagram is that much longer.
-    const parity = track !== 0 && this.parityOn;
+    const parity = track !== 0 && this.parityOn(opts.keyframe);
     const size = this.sendDatagramSize - (parity ? 2 : 0);
     const room = size - HEADER_BYTES;
     const reliable = opts.reliable ?? Math.ceil(payload.length / room) > this.maxFragments;
@@ -485,17 +486,22 @@ export class TerminalSession {
     return false;
   }
 
-  /** Whether video frames of several datagrams carry parity (see `fec`). */
-  get parityOn(): boolean {
+  /**
+   * Whether a video frame of several datagrams carries parity (see `fec`). Keyframes do from
+   * the start (nothing decodes without them, a lost one costs a round of keyframe requests, and
+   * they are a small share of the bitrate); other frames once a receiver reports loss. Unlike
+   * audio redundancy, also on thin paths: random loss hits them as hard.
+   */
+  parityOn(keyframe = false): boolean {
     if (this.fecMode !== "auto") return this.fecMode === "on";
     // On the session's streams nothing is lost: parity would be dead weight.
-    if (this.streamsOnly || (this.targetKbps !== undefined && this.targetKbps < 400)) return false;
+    if (this.streamsOnly) return false;
     let loss = false;
     for (const q of this.quality.send.values()) {
       if (q.delayMs > STANDING_QUEUE_MS) return false;
       if (q.loss > 0.01) loss = true;
     }
-    return loss;
+    return loss || keyframe;
   }
 
   /** Asks the publisher in `slot` (default: everyone else) for a keyframe on `track`. */

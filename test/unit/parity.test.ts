@@ -92,14 +92,20 @@ test("a session with parity on cuts video two bytes short so parity fits, and se
   await s.leave();
 });
 
-test("parity stays off by default until a receiver reports loss", async () => {
+test("by default keyframes carry parity from the start, other frames only once a receiver reports loss", async () => {
   const node = new ScriptedNode();
   const s = await TerminalSession.connect({ url: "https://fake/v1/session", token: "t", WebTransport: node.WebTransport });
   await sleep(5);
-  assert.is(s.parityOn, false);
+  assert.is(s.parityOn(), false);
+  assert.is(s.parityOn(true), true);
   s.sendFrame(1, payload(7000), { reliable: false });
   await sleep(20);
-  assert.is(node.sentDatagrams.filter((d) => (d[1]! & Flag.parity) !== 0).length, 0);
+  assert.is(node.sentDatagrams.filter((d) => (d[1]! & Flag.parity) !== 0).length, 0, "a delta frame: none");
+  s.sendFrame(1, payload(7000), { reliable: false, keyframe: true });
+  await sleep(20);
+  const parity = node.sentDatagrams.filter((d) => (d[1]! & Flag.parity) !== 0);
+  assert.is(parity.length, 1, "a keyframe: one per group");
+  assert.is(parity[0]![1]! & Flag.keyframe, Flag.keyframe);
   await s.leave();
 });
 
