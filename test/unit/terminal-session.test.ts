@@ -150,7 +150,7 @@ test("a nack makes the sender re-send what it still holds: small frames as flagg
 
 test("a nack naming fragments gets only those again; asked again while that copy is still being paced, it is not sent twice", async () => {
   const node = new FakeNode();
-  const s = await TerminalSession.connect({ url: "https://fake/v1/session", token: "t", WebTransport: node.WebTransport, paceBytesPerSec: 20_000 });
+  const s = await TerminalSession.connect({ url: "https://fake/v1/session", token: "t", WebTransport: node.WebTransport, paceBytesPerSec: 20_000, fec: "off" });
   const key = s.sendFrame(1, body(0, 6000), { keyframe: true, reliable: false }); // 6 fragments
   await sleep(400); // paced out
   const before = node.sentDatagrams.length;
