@@ -290,6 +290,10 @@ export class FailoverSession {
     const startedAt = Date.now();
     const from = this.placement.nodeId;
     const old = this.session;
+    // Silence can be this terminal's own path (a burst of heavy loss) while the node lives on.
+    // When the edge has no other node to offer, rejoin this one with the same token and the
+    // resume secret of its welcome, instead of asking until the move times out and the call ends.
+    const resume = reason === "nodeLost" && old.resume ? { placement: this.placement, secret: old.resume } : undefined;
     this.detach();
     void old.leave().catch(() => {});
     this.emit("moving", { from, reason });
@@ -306,6 +310,13 @@ export class FailoverSession {
         next = await this.opts.replace({ consultationId: this.opts.consultationId, failedNodeId: failed, reason: why, ...(measurements?.length ? { measurements } : {}) }, this.placement.token);
       } catch (err) {
         if (err instanceof ReplaceRefused) return this.giveUp(err.code === "consultation_ended" ? "consultationEnded" : err.code === "revoked" ? "revoked" : "tokenInvalid");
+        if (resume && failed === from) {
+          const back = await this.rejoin(resume.placement, resume.secret, deadline);
+          if (back || this.state !== "moving") {
+            if (back) this.settle(back, resume.placement, from, reason, startedAt);
+            return;
+          }
+        }
         await new Promise((r) => setTimeout(r, 250));
         continue;
       }
@@ -320,12 +331,7 @@ export class FailoverSession {
           void s.leave();
           return;
         }
-        this.session = s;
-        this.state = "live";
-        this.attach(s);
-        const rec: MoveRecord = { from, to: next.nodeId, reason, startedAt, rejoinMs: Date.now() - startedAt };
-        this.moves.push(rec);
-        this.emit("moved", rec);
+        this.settle(s, next, from, reason, startedAt);
         return;
       } catch (err) {
         const r = err instanceof SessionError ? err.reason : "connectFailed";
@@ -337,6 +343,34 @@ export class FailoverSession {
       }
     }
     if (this.state === "moving") this.giveUp("timeout");
+  }
+
+  /** Live again on `s` (at `to`): the move is over. */
+  private settle(s: TerminalSession, to: Placement, from: string, reason: MoveReason, startedAt: number): void {
+    this.placement = to;
+    this.session = s;
+    this.state = "live";
+    this.attach(s);
+    const rec: MoveRecord = { from, to: to.nodeId, reason, startedAt, rejoinMs: Date.now() - startedAt };
+    this.moves.push(rec);
+    this.emit("moved", rec);
+  }
+
+  /** Resumes on the node left (same token, its welcome's resume secret); undefined if that fails. */
+  private async rejoin(p: Placement, secret: string, deadline: number): Promise<TerminalSession | undefined> {
+    try {
+      const s = await (this.opts.connect ?? ((_, o) => TerminalSession.connect(o)))(p, {
+        ...this.opts, url: p.url, certHashes: p.certHashes, token: p.token, resume: secret,
+        timeoutMs: Math.min(this.opts.timeoutMs ?? 3000, Math.max(500, deadline - Date.now())),
+      });
+      if (this.state !== "moving") {
+        void s.leave();
+        return undefined;
+      }
+      return s;
+    } catch {
+      return undefined;
+    }
   }
 
   private giveUp(reason: CloseReason): void {

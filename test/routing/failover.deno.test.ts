@@ -226,6 +226,27 @@ t("a degraded path with nowhere better to go keeps the call where it is", async 
   assert.not.ok(rec.events.some((e: { action: string }) => e.action === "failover"), "no move recorded");
 });
 
+t("silence on the path to the only live node (the node alive): the terminal resumes there and the call goes on", async () => {
+  // Continues the call of the case above: node-2 is the only live node, the requester reaches
+  // it through `relay`. A blackout of 1.8 s (longer than the 1 s silence rule) makes the
+  // requester take the node for lost; the edge has no other node, so it rejoins node-2 with its
+  // token and resume secret instead of asking until the move times out and the call ends.
+  assert.ok(call, "the call of the case above");
+  const relay = relays[relays.length - 1]!;
+  relay.setProfile({ name: "blackout", up: { blocked: true }, down: { blocked: true } });
+  await new Promise((res) => setTimeout(res, 1800));
+  const cleared = now();
+  relay.setProfile({ name: "clean" });
+  const ms = await interruptionAfter(call!, cleared, 10_000);
+  console.log(`  media both ways again ${ms.toFixed(0)} ms after the blackout ended; moves ${JSON.stringify(call!.moves().map((m) => m.map((x) => `${x.from}→${x.to} (${x.reason})`)))}`);
+  const [ma] = call!.moves();
+  assert.ok(ma!.length >= 1 && ma!.every((m) => m.from === "node-2" && m.to === "node-2" && m.reason === "nodeLost"), "the requester rejoined the node it had");
+  assert.ok(ms < 5000, `media back ${ms.toFixed(0)} ms after the path came back`);
+  const count = [call!.a.received, call!.b.received];
+  await new Promise((res) => setTimeout(res, 1000));
+  assert.ok(call!.a.received - count[0]! >= 20 && call!.b.received - count[1]! >= 20, "media flows both ways on the resumed session");
+});
+
 t("a move needs a valid token of the consultation", async () => {
   const res = await fetch(`${stack.edgeUrl}/v1/join/replace`, {
     method: "POST", headers: { authorization: "Bearer not-a-token", "content-type": "application/json" },
