@@ -142,9 +142,7 @@ export class FailoverSession {
   }
 
   static async connect(opts: FailoverOptions): Promise<FailoverSession> {
-    const p = opts.placement;
-    const s = await (opts.connect ?? ((_, o) => TerminalSession.connect(o)))(p, { ...opts, url: p.url, certHashes: p.certHashes, token: p.token });
-    return new FailoverSession(opts, s);
+    return new FailoverSession(opts, await open(opts, opts.placement));
   }
 
   on<K extends keyof FailoverEvents>(event: K, fn: (v: FailoverEvents[K]) => void): () => void {
@@ -323,10 +321,7 @@ export class FailoverSession {
       // The edge's answer is the placement from now on, even if joining it fails below.
       this.placement = next;
       try {
-        const s = await (this.opts.connect ?? ((_, o) => TerminalSession.connect(o)))(next, {
-          ...this.opts, url: next.url, certHashes: next.certHashes, token: next.token,
-          timeoutMs: Math.min(this.opts.timeoutMs ?? 3000, Math.max(500, deadline - Date.now())),
-        });
+        const s = await open(this.opts, next, { timeoutMs: moveTimeout(this.opts, deadline) });
         if (this.state !== "moving") {
           void s.leave();
           return;
@@ -359,10 +354,7 @@ export class FailoverSession {
   /** Resumes on the node left (same token, its welcome's resume secret); undefined if that fails. */
   private async rejoin(p: Placement, secret: string, deadline: number): Promise<TerminalSession | undefined> {
     try {
-      const s = await (this.opts.connect ?? ((_, o) => TerminalSession.connect(o)))(p, {
-        ...this.opts, url: p.url, certHashes: p.certHashes, token: p.token, resume: secret,
-        timeoutMs: Math.min(this.opts.timeoutMs ?? 3000, Math.max(500, deadline - Date.now())),
-      });
+      const s = await open(this.opts, p, { resume: secret, timeoutMs: moveTimeout(this.opts, deadline) });
       if (this.state !== "moving") {
         void s.leave();
         return undefined;
@@ -379,4 +371,14 @@ export class FailoverSession {
     clearInterval(this.watchdog);
     this.emit("closed", reason);
   }
+}
+
+/** Opens a session to a placement, through the options' connect (the SDK's ladder) or plain QUIC. */
+function open(opts: FailoverOptions, p: Placement, extra: Partial<ConnectOptions> = {}): Promise<TerminalSession> {
+  return (opts.connect ?? ((_, o) => TerminalSession.connect(o)))(p, { ...opts, url: p.url, certHashes: p.certHashes, token: p.token, ...extra });
+}
+
+/** A join during a move waits no longer than the move has left (at least 500 ms). */
+function moveTimeout(opts: FailoverOptions, deadline: number): number {
+  return Math.min(opts.timeoutMs ?? 3000, Math.max(500, deadline - Date.now()));
 }
