@@ -222,6 +222,9 @@ export interface ReassemblerOptions {
  * are dropped; a frame older than the newest one delivered is never delivered. `lost` counts
  * frames given up on, which is the receiver's cue to ask for a keyframe.
  */
+/** An incomplete frame's key: its sequence space and sequence. */
+const pendingKey = (streamKey: number, sequence: number) => `${streamKey}:${sequence}`;
+
 export class Reassembler {
   private pending = new Map<string, Pending>();
   private lastDelivered = new Map<number, number>();
@@ -246,7 +249,7 @@ export class Reassembler {
     const last = this.lastDelivered.get(streamKey);
     const resent = (h.flags & Flag.retransmission) !== 0;
     const parity = (h.flags & Flag.parity) !== 0;
-    const key = `${streamKey}:${h.sequence}`;
+    const key = pendingKey(streamKey, h.sequence);
     // Parity of a frame overtaken but still pending can complete it, like a retransmission.
     if (last !== undefined && !seqNewer(h.sequence, last) && !resent && !(parity && this.pending.has(key))) {
       if (!parity) this.late++;
@@ -337,13 +340,13 @@ export class Reassembler {
    * missing or being re-sent): worth waiting for, since nothing after it decodes without it.
    */
   partialKeyframe(streamKey: number, sequence: number, now = Date.now()): boolean {
-    const p = this.pending.get(`${streamKey}:${sequence}`);
+    const p = this.pending.get(pendingKey(streamKey, sequence));
     return p !== undefined && (p.header.flags & Flag.keyframe) !== 0 && now - p.firstAt <= this.timeoutMs;
   }
 
   /** The fragment indices an incomplete frame still lacks (undefined: nothing of it here). */
   missingFragments(streamKey: number, sequence: number): number[] | undefined {
-    const p = this.pending.get(`${streamKey}:${sequence}`);
+    const p = this.pending.get(pendingKey(streamKey, sequence));
     if (!p) return undefined;
     const out: number[] = [];
     for (let i = 0; i < p.parts.length; i++) if (!p.parts[i]) out.push(i);
@@ -352,7 +355,7 @@ export class Reassembler {
 
   /** When the latest new fragment of an incomplete frame arrived (undefined: nothing of it here). */
   lastFragmentAt(streamKey: number, sequence: number): number | undefined {
-    return this.pending.get(`${streamKey}:${sequence}`)?.lastAt;
+    return this.pending.get(pendingKey(streamKey, sequence))?.lastAt;
   }
 
   /** Gives up frames older than the timeout; returns how many were given up. */
